@@ -1,0 +1,55 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FS     := $(VENV)/bin/fashion-search
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# CATALOG=path indexes your own folder catalog instead of the embedded demo.
+CATALOG ?=
+DEMO_DIR ?= demo
+FMNIST ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: install install-test demo test bench clean export-model
+
+$(VENV)/.runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# torch is pinned to the CPU build so that tests never pull a multi-GB CUDA wheel.
+$(VENV)/.test: $(VENV)/.runtime
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[dev,export]'
+	touch $@
+
+install: $(VENV)/.runtime
+install-test: $(VENV)/.test
+
+$(FMNIST)/t10k-images-idx3-ubyte.gz:
+	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist
+
+ifeq ($(strip $(CATALOG)),)
+demo: install $(FMNIST)/t10k-images-idx3-ubyte.gz
+	$(FS) demo-catalog $(DEMO_DIR)/fmnist --source $(FMNIST)
+	$(FS) index $(DEMO_DIR)/fmnist/catalog --metadata $(DEMO_DIR)/fmnist/metadata.csv --db $(DEMO_DIR)/fmnist.lance
+	$(FS) search $(DEMO_DIR)/fmnist/queries/*.png --db $(DEMO_DIR)/fmnist.lance -k 5
+else
+demo: install
+	$(FS) index "$(CATALOG)" --db $(DEMO_DIR)/custom.lance
+	$(FS) search "$$(find "$(CATALOG)" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' -o -iname '*.webp' \) | sort | head -n 1)" --db $(DEMO_DIR)/custom.lance -k 5
+endif
+
+test: install-test
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_store.py
+
+export-model: install-test
+	$(PY) scripts/export_embedder.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,203 @@
+"""``fashion-search``: a thin command-line layer over the Python API."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from fashion_search.catalog import CatalogError, CsvColumns, load_catalog
+from fashion_search.engine import EmptyIndexError, SearchEngine
+from fashion_search.evaluation import evaluate_index
+from fashion_search.images import ImageError
+from fashion_search.indexing import IndexMismatchError
+from fashion_search.pipeline import Component
+from fashion_search.registry import DETECTORS, EMBEDDERS, UnknownComponentError
+
+log = logging.getLogger("fashion_search")
+
+
+def _add_catalog_args(parser: argparse.ArgumentParser, positional: bool = True) -> None:
+    if positional:
+        parser.add_argument("catalog", nargs="?", help="catalog folder laid out as <Category>/<ProductID>/<image>")
+    else:
+        parser.add_argument("--catalog", help="catalog folder laid out as <Category>/<ProductID>/<image>")
+    parser.add_argument("--csv", help="CSV catalog instead of a folder: one row per image")
+    parser.add_argument("--image-column", default="image", help="CSV column with the image path (default: image)")
+    parser.add_argument("--product-id-column", default="product_id", help="CSV column with the product id (default: product_id)")
+    parser.add_argument("--category-column", default="category", help="CSV column with the category (default: category)")
+    parser.add_argument("--metadata", help="CSV of product metadata joined on the product id column")
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embedder", help=f"feature model, one of: {', '.join(EMBEDDERS.names())} (default: efficientnet-lite2)")
+    parser.add_argument("--weights", help="local weights file for embedders that need one (resnet152)")
+    parser.add_argument("--detector", help=f"garment detector, one of: {', '.join(DETECTORS.names())} (default: foreground)")
+
+
+def _components(args: argparse.Namespace) -> tuple[Optional[Component], Optional[Component]]:
+    embedder = None
+    if args.embedder or args.weights:
+        options = {"weights": str(Path(args.weights).expanduser().resolve())} if args.weights else {}
+        embedder = Component(args.embedder or "efficientnet-lite2", options)
+    detector = Component(args.detector, {}) if args.detector else None
+    return embedder, detector
+
+
+def _catalog(args: argparse.Namespace):
+    return load_catalog(
+        folder=args.catalog,
+        csv_path=args.csv,
+        columns=CsvColumns(args.image_column, args.product_id_column, args.category_column),
+        metadata_csv=args.metadata,
+    )
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    items = _catalog(args)
+    embedder, detector = _components(args)
+    engine = SearchEngine.create(args.db, embedder, detector)
+    print(f"indexing {len(items)} catalog images into {args.db}", file=sys.stderr)
+    try:
+        report = engine.index(items, batch_size=args.batch_size, prune=not args.keep_missing)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished batches are saved; run the same command again to finish", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(
+            f"done in {report.seconds:.1f} s: {report.indexed} indexed ({report.images_per_second:.1f} img/s, "
+            f"{report.garments} garments), {report.unchanged} unchanged, {report.removed} removed, "
+            f"{len(report.failed)} failed; index holds {engine.store.count()} garments"
+        )
+        for path, reason in report.failed:
+            print(f"  failed: {path}: {reason}")
+    return 1 if report.total and report.failed and not (report.indexed or report.unchanged) else 0
+
+
+def _print_result(result: dict) -> None:
+    print(f"== {result['query']}  ({result['timings_ms'].get('total', 0):.0f} ms)")
+    for garment in result["garments"]:
+        print(f"  [{garment['label']}] box={garment['box']} score={garment['score']:.2f}")
+        for rank, r in enumerate(garment["results"], 1):
+            print(f"    {rank:>3}. {r['score']:.3f}  {r['product_id']:<16} {r['category']:<24} {r['image']}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    embedder, detector = _components(args)
+    engine = SearchEngine.open(args.db, embedder, detector)
+    failures = 0
+    for image in args.images:
+        try:
+            result = engine.search(image, k=args.k, category=args.category).to_dict()
+        except ImageError as exc:
+            failures += 1
+            result = {"query": image, "error": str(exc)}
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+        elif "error" in result:
+            print(f"== {image}\n  error: {result['error']}", flush=True)
+        else:
+            _print_result(result)
+    return 1 if failures else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    items = _catalog(args)
+    embedder, detector = _components(args)
+    engine = SearchEngine.create(args.db, embedder, detector)
+    report = engine.index(items, batch_size=args.batch_size, prune=False)
+    if report.indexed:
+        print(f"indexed {report.indexed} images first ({report.images_per_second:.1f} img/s)", file=sys.stderr)
+    labels = [c.strip() for c in args.labels.split(",") if c.strip()]
+    recall_at = [int(k) for k in args.recall_at.split(",")]
+    precision_at = [int(k) for k in args.precision_at.split(",")]
+    result = evaluate_index(items, engine.store, recall_at=recall_at, labels=labels, precision_at=precision_at)
+    print(json.dumps(result.to_dict()) if args.json else result.table())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    engine = SearchEngine.open(args.db)
+    info = {
+        "db": args.db,
+        "garments": engine.store.count(),
+        "categories": engine.store.categories(),
+        "manifest": engine.store.read_manifest(),
+    }
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_demo_catalog(args: argparse.Namespace) -> int:
+    from fashion_search.demo import write_fashion_mnist_catalog
+
+    root = write_fashion_mnist_catalog(args.out, per_class=args.per_class, source=args.source)
+    print(root)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-search", description="Visual search for fashion catalogs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="index (or refresh) a catalog")
+    _add_catalog_args(p)
+    p.add_argument("--db", required=True, help="index location: a path or lancedb://path")
+    _add_model_args(p)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--keep-missing", action="store_true", help="keep indexed images that are no longer in the catalog")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="find products like the garments in photos")
+    p.add_argument("images", nargs="+", help="query photo(s)")
+    p.add_argument("--db", required=True)
+    p.add_argument("-k", type=int, default=12, help="results per garment (default 12)")
+    p.add_argument("--category", help="only products of this catalog category")
+    p.add_argument("--json", action="store_true", help="one JSON object per query image per line")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="measure retrieval quality on a labelled catalog")
+    _add_catalog_args(p, positional=False)
+    p.add_argument("--db", required=True)
+    _add_model_args(p)
+    p.add_argument("--labels", default="category", help="comma-separated label columns for precision (default: category)")
+    p.add_argument("--recall-at", default="1,5,10")
+    p.add_argument("--precision-at", default="5,10")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("info", help="what an index holds")
+    p.add_argument("--db", required=True)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo-catalog", help="write the Fashion-MNIST demo catalog (Debian dataset-fashion-mnist)")
+    p.add_argument("out", help="folder to write the catalog to")
+    p.add_argument("--per-class", type=int, default=100, help="products per article type (default 100)")
+    p.add_argument("--source", default="/usr/share/datasets/fashion-mnist", help="folder with the idx files")
+    p.set_defaults(func=cmd_demo_catalog)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (CatalogError, EmptyIndexError, IndexMismatchError, UnknownComponentError, FileNotFoundError) as exc:
+        print(f"fashion-search: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The Python API: open an index, search it by photo. The CLI and the web layer call only this."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from fashion_search.catalog import CatalogItem
+from fashion_search.garments import Garment
+from fashion_search.images import ImageSource, load_image
+from fashion_search.indexing import IndexReport, index_catalog
+from fashion_search.pipeline import Component, GarmentPipeline, pipeline_from_manifest
+from fashion_search.store import Hit, VectorStore, open_store
+
+
+class EmptyIndexError(RuntimeError):
+    """Searching an index that has never been built."""
+
+
+@dataclass
+class ProductResult:
+    product_id: str
+    category: str
+    image: str
+    score: float
+    metadata: dict[str, Any]
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "product_id": self.product_id,
+            "category": self.category,
+            "image": self.image,
+            "score": round(float(self.score), 6),
+            "metadata": self.metadata,
+        }
+
+
+@dataclass
+class GarmentResult:
+    garment: Garment
+    results: list[ProductResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.garment.label,
+            "score": round(float(self.garment.score), 4),
+            "box": [int(v) for v in self.garment.box],
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+@dataclass
+class SearchResult:
+    query: str
+    garments: list[GarmentResult]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "garments": [g.to_dict() for g in self.garments],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+
+
+def best_per_product(hits: Iterable[Hit], k: int) -> list[ProductResult]:
+    """Results are products, not images: each product once, shown by its best-matching view."""
+    best: dict[str, Hit] = {}
+    for hit in hits:
+        if hit.product_id not in best or hit.score > best[hit.product_id].score:
+            best[hit.product_id] = hit
+    ranked = sorted(best.values(), key=lambda h: -h.score)[:k]
+    return [
+        ProductResult(h.product_id, h.category, h.image, h.score, h.metadata, h.label) for h in ranked
+    ]
+
+
+class SearchEngine:
+    """An open index with its models loaded; safe to share between threads for searching."""
+
+    def __init__(self, store: VectorStore, pipeline: GarmentPipeline) -> None:
+        self.store = store
+        self.pipeline = pipeline
+
+    @classmethod
+    def open(
+        cls,
+        db: str | os.PathLike,
+        embedder: Optional[Component] = None,
+        detector: Optional[Component] = None,
+    ) -> "SearchEngine":
+        """Open an existing index, with the models it was built with (unless overridden)."""
+        store = open_store(str(db))
+        manifest = store.read_manifest()
+        if not manifest:
+            raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
+        return cls(store, pipeline_from_manifest(manifest, embedder, detector))
+
+    @classmethod
+    def create(
+        cls,
+        db: str | os.PathLike,
+        embedder: Optional[Component] = None,
+        detector: Optional[Component] = None,
+    ) -> "SearchEngine":
+        """Open an index for writing, creating it if needed; an existing index keeps its models."""
+        probe = open_store(str(db))
+        manifest = probe.read_manifest()
+        if manifest:
+            pipeline = pipeline_from_manifest(manifest, embedder, detector)
+        else:
+            pipeline = GarmentPipeline(**{k: v for k, v in (("embedder", embedder), ("detector", detector)) if v})
+        probe.close()
+        return cls(open_store(str(db), dim=pipeline.dim), pipeline)
+
+    def index(self, items: Iterable[CatalogItem], **options: Any) -> IndexReport:
+        return index_catalog(items, self.store, self.pipeline, **options)
+
+    def _lookup(
+        self, vector: np.ndarray, k: int, category: Optional[str], exclude_product: Optional[str] = None
+    ) -> list[ProductResult]:
+        # Over-fetch because several views of one product may crowd the top; widen until k
+        # distinct products are found or the index runs out.
+        fetch = max(4 * k, 32)
+        total = self.store.count()
+        while True:
+            hits = self.store.search(vector, fetch, category=category, exclude_product=exclude_product)
+            products = best_per_product(hits, k)
+            if len(products) >= k or len(hits) < fetch or fetch >= total:
+                return products
+            fetch *= 4
+
+    def search(self, image: ImageSource, k: int = 12, category: Optional[str] = None,
+               query_name: Optional[str] = None) -> SearchResult:
+        """The ``k`` most similar products for each garment found in ``image``."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        picture = load_image(image)
+        t1 = time.perf_counter()
+        garments = self.pipeline.detect(picture)
+        t2 = time.perf_counter()
+        vectors = self.pipeline.embed_garments([picture], [garments])[0]
+        t3 = time.perf_counter()
+        results = [GarmentResult(g, self._lookup(v, k, category)) for g, v in zip(garments, vectors)]
+        t4 = time.perf_counter()
+        timings.update(
+            decode=(t1 - t0) * 1e3, detect=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3,
+            lookup=(t4 - t3) * 1e3, total=(t4 - t0) * 1e3,
+        )
+        name = query_name if query_name is not None else (str(image) if isinstance(image, (str, os.PathLike)) else "<image>")
+        return SearchResult(query=name, garments=results, timings_ms=timings)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,59 @@
+"""Garment detection: where the clothing items are in a photo, and what they are."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from fashion_search.registry import DEFAULT_DETECTOR, DETECTORS
+
+
+@dataclass
+class Garment:
+    """One item found in a photo.
+
+    ``box`` is ``(x1, y1, x2, y2)`` in pixels of the upright image, x2/y2 exclusive.
+    ``mask`` (optional) is a boolean array of the image's shape, True on the item.
+    """
+
+    label: str
+    score: float
+    box: tuple[int, int, int, int]
+    mask: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def crop(self, image: Image.Image, background: tuple[int, int, int] | None = None) -> Image.Image:
+        """The item cut out of ``image``; with ``background``, pixels outside the mask are painted over."""
+        x1, y1, x2, y2 = self.box
+        if background is not None and self.mask is not None:
+            canvas = Image.new("RGB", image.size, background)
+            canvas.paste(image, (0, 0), Image.fromarray(self.mask.astype(np.uint8) * 255, "L"))
+            image = canvas
+        return image.crop((x1, y1, x2, y2))
+
+
+class GarmentDetector(ABC):
+    """Finds the garments in an image. Must return at least one garment for any image:
+    when it finds nothing specific, the whole image is the garment."""
+
+    name: str
+
+    @abstractmethod
+    def detect(self, image: Image.Image) -> list[Garment]:
+        ...
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+
+def whole_image(image: Image.Image, label: str = "image", score: float = 1.0) -> Garment:
+    return Garment(label=label, score=score, box=(0, 0, image.width, image.height))
+
+
+def create_detector(name: str = DEFAULT_DETECTOR, **options: object) -> GarmentDetector:
+    return DETECTORS.create(name, **options)
+
+
+__all__ = ["Garment", "GarmentDetector", "create_detector", "whole_image"]

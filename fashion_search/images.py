@@ -1,0 +1,92 @@
+"""Decoding images safely and deterministically, whatever their mode, orientation or format."""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+# Above this, a file is treated as a decompression bomb rather than a photo.
+MAX_PIXELS = 64_000_000
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image: corrupt, truncated, empty, not an image, too large."""
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: scale to 8 bits from the actual range rather than clipping at 255
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size else 0.0
+        scale = 255.0 / hi if hi > 255 else 1.0
+        return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
+        arr = (arr - lo) / (hi - lo or 1.0) * 255.0
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Transparent areas become white, like the product-shot backgrounds the catalog has.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` into an upright RGB image, or raise :class:`ImageError` saying why."""
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise ImageError("empty file")
+            fp: object = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise ImageError(f"no such file: {path}")
+            if path.stat().st_size == 0:
+                raise ImageError("empty file")
+            fp = path
+        else:
+            fp = source
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(fp)  # type: ignore[arg-type]
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"image too large: {width}x{height} pixels (limit {max_pixels:,})"
+                    )
+                img.load()  # decode now so that truncation is caught here, not later
+        except ImageError:
+            raise
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"not a readable image: {exc}") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"corrupt or truncated image: {exc}") from exc
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not cost us the picture
+        pass
+    if img.width < 1 or img.height < 1:
+        raise ImageError("image has no pixels")
+    return _to_rgb(img)

@@ -1,0 +1,202 @@
+"""Building and refreshing the index from a catalog, incrementally and interruptibly.
+
+Each batch of images is written in one atomic store commit, so a run that is interrupted
+(Ctrl-C, kill, power loss) leaves only whole images behind; the next run compares
+fingerprints and does only what is left.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TextIO
+
+from PIL import Image
+
+from fashion_search.catalog import CatalogItem
+from fashion_search.garments import Garment
+from fashion_search.images import ImageError, load_image
+from fashion_search.pipeline import GarmentPipeline
+from fashion_search.store import VectorRow, VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class IndexMismatchError(RuntimeError):
+    """The index was built with another model; its vectors cannot be mixed with new ones."""
+
+
+@dataclass
+class IndexReport:
+    total: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    garments: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total,
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "garments": self.garments,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+        }
+
+
+def _check_manifest(store: VectorStore, pipeline: GarmentPipeline) -> None:
+    manifest = store.read_manifest()
+    wanted = pipeline.manifest()
+    if not manifest:
+        store.write_manifest(wanted)
+        return
+    for key in ("embedder", "detector", "dim"):
+        if manifest.get(key) != wanted[key]:
+            raise IndexMismatchError(
+                f"index at {store.uri} was built with {key} {manifest.get(key)!r}, not {wanted[key]!r}; "
+                "index into a new --db (vectors from different models are not comparable)"
+            )
+
+
+class _Progress:
+    """A bar on a terminal, periodic plain log lines otherwise (CI logs, pipes)."""
+
+    def __init__(self, total: int, stream: TextIO, interval: float = 10.0) -> None:
+        self.total, self.stream, self.interval = total, stream, interval
+        self.done = 0
+        self.started = self.last = time.monotonic()
+        self.bar = None
+        if total and stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="img", file=stream, dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.interval or self.done == self.total:
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            print(
+                f"indexed {self.done}/{self.total} images ({rate:.1f} img/s, ETA {eta:.0f} s)",
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _load(item: CatalogItem, pipeline: GarmentPipeline) -> tuple[CatalogItem, Optional[Image.Image], list[Garment], str]:
+    try:
+        image = load_image(item.path)
+        return item, image, pipeline.detect(image), ""
+    except ImageError as exc:
+        return item, None, [], str(exc)
+    except Exception as exc:  # one bad file must never abort a catalog run
+        log.exception("unexpected error reading %s", item.path)
+        return item, None, [], f"{type(exc).__name__}: {exc}"
+
+
+def _batches(seq: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def index_catalog(
+    items: Iterable[CatalogItem],
+    store: VectorStore,
+    pipeline: GarmentPipeline,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: Optional[TextIO] = None,
+    prune: bool = True,
+) -> IndexReport:
+    """Bring ``store`` in line with ``items``: embed new and changed images, drop removed ones.
+
+    ``prune=False`` keeps images that are no longer in ``items`` (for adding a second catalog
+    to the same index).
+    """
+    started = time.monotonic()
+    items = list(items)
+    report = IndexReport(total=len(items))
+    _check_manifest(store, pipeline)
+
+    stored = store.fingerprints()
+    todo: list[tuple[CatalogItem, str]] = []
+    for item in items:
+        try:
+            fingerprint = item.fingerprint()
+        except OSError as exc:
+            report.failed.append((str(item.path), f"cannot read file: {exc.strerror or exc}"))
+            continue
+        if stored.get(item.image_id) == fingerprint:
+            report.unchanged += 1
+        else:
+            todo.append((item, fingerprint))
+
+    if prune:
+        # A file that exists but failed to stat stays in the index rather than vanishing.
+        current = {item.image_id for item in items}
+        gone = [image_id for image_id in stored if image_id not in current]
+        if gone:
+            report.removed = store.delete_images(gone)
+
+    bar = _Progress(len(todo), progress or sys.stderr)
+    fingerprints = {item.image_id: fp for item, fp in todo}
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for batch in _batches(todo, batch_size):
+                # Decoding and detection run in threads (PIL releases the GIL) while the
+                # embedder, itself multi-threaded, works on whole batches.
+                loaded = list(pool.map(lambda pair: _load(pair[0], pipeline), batch))
+                good = [(item, image, garments) for item, image, garments, error in loaded if image is not None]
+                for item, image, _, error in loaded:
+                    if image is None:
+                        report.failed.append((str(item.path), error))
+                rows: list[VectorRow] = []
+                if good:
+                    vectors = pipeline.embed_garments([g[1] for g in good], [g[2] for g in good])
+                    for (item, image, garments), vecs in zip(good, vectors):
+                        for n, (garment, vector) in enumerate(zip(garments, vecs)):
+                            rows.append(
+                                VectorRow(
+                                    image_id=item.image_id,
+                                    garment=n,
+                                    image=str(item.path),
+                                    product_id=item.product_id,
+                                    category=item.category,
+                                    label=garment.label,
+                                    score=float(garment.score),
+                                    box=tuple(float(v) for v in garment.box),  # type: ignore[arg-type]
+                                    fingerprint=fingerprints[item.image_id],
+                                    metadata=item.metadata,
+                                    vector=vector,
+                                )
+                            )
+                    store.upsert_images(rows)
+                    report.indexed += len(good)
+                    report.garments += len(rows)
+                bar.update(len(batch))
+    finally:
+        bar.close()
+        report.seconds = time.monotonic() - started
+    if report.indexed or report.removed:
+        store.optimize()
+    return report

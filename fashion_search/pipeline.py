@@ -1,0 +1,82 @@
+"""The analysis shared by indexing and search: find the garments in an image, embed each.
+
+Indexing and search must treat images identically, or catalog and query vectors stop being
+comparable; keeping the steps in one place guarantees it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from fashion_search.embed import Embedder, create_embedder
+from fashion_search.garments import Garment, GarmentDetector, create_detector
+from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER
+
+
+@dataclass
+class Component:
+    """A registry name plus the options it was created with: enough to create it again."""
+
+    name: str
+    options: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "options": self.options}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Component":
+        return cls(name=data["name"], options=dict(data.get("options") or {}))
+
+
+class GarmentPipeline:
+    """Detector + embedder, created once per process and reused for every image."""
+
+    def __init__(
+        self,
+        embedder: Component = Component(DEFAULT_EMBEDDER, {}),
+        detector: Component = Component(DEFAULT_DETECTOR, {}),
+    ) -> None:
+        self.embedder_spec = embedder
+        self.detector_spec = detector
+        self.embedder: Embedder = create_embedder(embedder.name, **embedder.options)
+        self.detector: GarmentDetector = create_detector(detector.name, **detector.options)
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    def manifest(self) -> dict[str, Any]:
+        # Options that only say where weights live are recorded too, so that search can
+        # rebuild the same embedder from the index alone.
+        return {"embedder": self.embedder_spec.to_dict(), "detector": self.detector_spec.to_dict(), "dim": self.dim}
+
+    def detect(self, image: Image.Image) -> list[Garment]:
+        garments = self.detector.detect(image)
+        return garments or [Garment(label="image", score=1.0, box=(0, 0, image.width, image.height))]
+
+    def embed_garments(
+        self, images: Sequence[Image.Image], garments: Sequence[Sequence[Garment]]
+    ) -> list[np.ndarray]:
+        """Vectors for each image's garments, embedded in one batch across images."""
+        crops = [g.crop(img) for img, gs in zip(images, garments) for g in gs]
+        vectors = self.embedder.embed(crops) if crops else np.zeros((0, self.dim), np.float32)
+        out, start = [], 0
+        for gs in garments:
+            out.append(vectors[start : start + len(gs)])
+            start += len(gs)
+        return out
+
+    def analyse(self, images: Sequence[Image.Image]) -> list[tuple[list[Garment], np.ndarray]]:
+        garments = [self.detect(img) for img in images]
+        return list(zip(garments, self.embed_garments(images, garments)))
+
+
+def pipeline_from_manifest(manifest: dict[str, Any], embedder: Optional[Component] = None,
+                           detector: Optional[Component] = None) -> GarmentPipeline:
+    return GarmentPipeline(
+        embedder=embedder or Component.from_dict(manifest["embedder"]),
+        detector=detector or Component.from_dict(manifest["detector"]),
+    )

@@ -1,0 +1,130 @@
+"""Vector stores: where catalog vectors and product metadata live, chosen by URI."""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from fashion_search.registry import DEFAULT_STORE_SCHEME, STORES
+
+
+@dataclass
+class VectorRow:
+    """One garment of one catalog image, as stored.
+
+    ``image_id`` identifies the catalog image (all its garments share it) and
+    ``fingerprint`` tells whether the image or its catalog entry changed since it was indexed.
+    """
+
+    image_id: str
+    garment: int
+    image: str
+    product_id: str
+    category: str
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    fingerprint: str
+    metadata: dict[str, Any]
+    vector: np.ndarray
+
+    @property
+    def row_id(self) -> str:
+        return f"{self.image_id}#{self.garment}"
+
+
+@dataclass
+class Hit:
+    """A stored garment returned by a vector search; ``score`` is cosine similarity (higher is closer)."""
+
+    row_id: str
+    image_id: str
+    image: str
+    product_id: str
+    category: str
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorStore(ABC):
+    """The index: vectors plus what a result needs to be shown, searchable with filters.
+
+    Writes are per catalog image and atomic, so an interrupted index run never leaves an image
+    half-written or duplicated.
+    """
+
+    uri: str
+
+    @abstractmethod
+    def upsert_images(self, rows: Sequence[VectorRow]) -> None:
+        """Replace every stored row of the images in ``rows`` by ``rows``, atomically."""
+
+    @abstractmethod
+    def delete_images(self, image_ids: Iterable[str]) -> int:
+        """Remove all rows of these images; returns how many images were removed."""
+
+    @abstractmethod
+    def fingerprints(self) -> dict[str, str]:
+        """``image_id -> fingerprint`` of every indexed image."""
+
+    @abstractmethod
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        category: Optional[str] = None,
+        label: Optional[str] = None,
+        exclude_product: Optional[str] = None,
+    ) -> list[Hit]:
+        """The ``k`` stored garments nearest to ``vector``, optionally only of one catalog
+        ``category`` and/or garment ``label``; filters are applied before ranking so they
+        never cost recall."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of stored rows (garments)."""
+
+    @abstractmethod
+    def categories(self) -> dict[str, int]:
+        """Catalog category -> number of distinct products."""
+
+    @abstractmethod
+    def iter_rows(self, with_vectors: bool = True, batch_size: int = 10_000) -> Iterator[dict[str, Any]]:
+        """Every stored row as a dict (the fields of :class:`VectorRow`)."""
+
+    @abstractmethod
+    def get_product(self, product_id: str) -> list[Hit]:
+        """All stored garments of one product (empty if unknown)."""
+
+    @abstractmethod
+    def read_manifest(self) -> dict[str, Any]:
+        """What built this index: embedder and detector descriptions, schema version."""
+
+    @abstractmethod
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        ...
+
+    def optimize(self) -> None:
+        """Build or refresh the approximate-search index after bulk writes (no-op by default)."""
+
+    def close(self) -> None:
+        pass
+
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
+
+
+def open_store(uri: str, dim: Optional[int] = None, **options: Any) -> VectorStore:
+    """Open the store named by ``uri``: ``lancedb://path`` or a plain path for the embedded
+    default; other schemes resolve through the store registry."""
+    match = _SCHEME.match(str(uri))
+    scheme, location = (match.group(1).lower(), match.group(2)) if match else (DEFAULT_STORE_SCHEME, str(uri))
+    return STORES.create(scheme, location=location, dim=dim, **options)
+
+
+__all__ = ["Hit", "VectorRow", "VectorStore", "open_store"]

@@ -1,0 +1,65 @@
+"""Searching through the Python API."""
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import make_product
+from fashion_search import ImageError, SearchEngine, load_catalog
+from fashion_search.engine import EmptyIndexError
+from fashion_search.pipeline import Component
+
+
+@pytest.fixture
+def engine(tiny_catalog, tmp_path):
+    db = tmp_path / "db.lance"
+    SearchEngine.create(db, embedder=Component("test-pixels", {})).index(load_catalog(folder=tiny_catalog))
+    return SearchEngine.open(db)
+
+
+def test_search_returns_the_matching_product_first(engine):
+    result = engine.search(make_product((215, 25, 25), size=(100, 120)), k=3)
+    [garment] = result.garments
+    assert garment.results[0].product_id == "red-1"
+    assert garment.results[0].category == "Tops"
+
+
+def test_a_product_appears_once_represented_by_its_best_view(engine):
+    results = engine.search(make_product((215, 25, 25)), k=10).garments[0].results
+    ids = [r.product_id for r in results]
+    assert len(ids) == len(set(ids)) == 4
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_category_filter_only_returns_that_category(engine):
+    results = engine.search(make_product((215, 25, 25)), k=10, category="Skirts").garments[0].results
+    assert {r.category for r in results} == {"Skirts"} and len(results) == 2
+
+
+def test_same_photo_gives_the_same_results(engine):
+    query = make_product((100, 120, 30))
+    first = engine.search(query, k=4).to_dict()
+    second = engine.search(query, k=4).to_dict()
+    assert first["garments"] == second["garments"]
+
+
+def test_json_schema_has_query_garments_and_timings(engine, tmp_path):
+    path = tmp_path / "q.png"
+    make_product((20, 20, 200)).save(path)
+    data = json.loads(json.dumps(engine.search(path, k=2).to_dict()))
+    assert data["query"] == str(path)
+    garment = data["garments"][0]
+    assert set(garment) == {"label", "score", "box", "results"} and len(garment["box"]) == 4
+    assert set(garment["results"][0]) == {"product_id", "category", "image", "score", "metadata"}
+    assert {"decode", "detect", "embed", "lookup", "total"} <= set(data["timings_ms"])
+
+
+def test_unreadable_query_raises_image_error(engine):
+    with pytest.raises(ImageError):
+        engine.search(b"definitely not an image")
+
+
+def test_opening_a_missing_index_says_how_to_build_it(tmp_path):
+    with pytest.raises(EmptyIndexError, match="fashion-search index"):
+        SearchEngine.open(tmp_path / "none.lance")

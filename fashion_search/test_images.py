@@ -1,0 +1,68 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashion_search.images import ImageError, load_image
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16", "I", "F", "1"])
+def test_any_mode_becomes_rgb(mode):
+    image = Image.new("RGB", (10, 6), (200, 100, 50)).convert(mode)
+    assert load_image(image).mode == "RGB"
+    assert load_image(image).size == (10, 6)
+
+
+def test_sixteen_bit_png_keeps_its_contrast():
+    arr = np.zeros((4, 4), np.uint16)
+    arr[:, 2:] = 60000
+    png = _encode(Image.fromarray(arr), "PNG")
+    out = np.asarray(load_image(png))
+    assert out[0, 0, 0] == 0 and out[0, 3, 0] == 255
+
+
+def test_transparent_pixels_become_white():
+    image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert load_image(image).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_honoured():
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 20, 20))  # white left half
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90 degree clockwise turn
+    data = _encode(image, "JPEG", exif=exif, quality=95)
+    upright = load_image(data)
+    assert upright.size == (20, 40)
+    top, bottom = np.asarray(upright)[5, 10].mean(), np.asarray(upright)[35, 10].mean()
+    assert top > 200 and bottom < 50
+
+
+def test_truncated_jpeg_is_a_clear_error():
+    data = _encode(Image.new("RGB", (200, 200), (9, 9, 9)), "JPEG")
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("payload", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n garbage"])
+def test_non_images_are_rejected(payload):
+    with pytest.raises(ImageError):
+        load_image(payload)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.jpg")
+
+
+def test_decompression_bombs_are_refused():
+    data = _encode(Image.new("L", (3000, 3000)), "PNG")
+    with pytest.raises(ImageError, match="too large"):
+        load_image(data, max_pixels=1_000_000)
