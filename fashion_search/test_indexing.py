@@ -78,7 +78,7 @@ def test_interrupted_run_is_finished_by_the_next_without_duplicates(tiny_catalog
     assert (report.indexed, report.unchanged) == (3, 2)
     store = _engine(db).store
     assert store.count() == 5
-    assert len({row["row_id"] for row in store.iter_rows(with_vectors=False)}) == 5
+    assert len({(row["image_id"], row["garment"]) for row in store.iter_rows(with_vectors=False)}) == 5
 
 
 def test_an_index_refuses_vectors_from_another_model(tiny_catalog, tmp_path):

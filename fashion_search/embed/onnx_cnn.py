@@ -13,7 +13,12 @@ import numpy as np
 from PIL import Image
 
 from fashion_search.embed import Embedder, l2_normalise
-from fashion_search.embed.preprocess import IMAGENET_MEAN, IMAGENET_STD, WHITE, to_tensor
+from fashion_search.embed.preprocess import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    WHITE,
+    to_tensor,
+)
 from fashion_search.registry import EMBEDDERS
 
 MODEL_FILENAME = "efficientnet_lite2_features.onnx"
@@ -57,10 +62,12 @@ class OnnxCnnEmbedder(Embedder):
         self,
         model_path: str | os.PathLike | None = None,
         threads: int | str | None = None,
-        batch_size: int | str = 16,
+        batch_size: int | str = 4,
         flip: bool | str = False,
     ) -> None:
         # Options may arrive as strings from a command line or config file.
+        # Small batches measured fastest per image on CPU (about 5.5 ms at 1-4 vs 6.9 ms at 16
+        # on 2 cores): bigger ones only spill activations out of cache.
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size!r}")
@@ -89,7 +96,9 @@ class OnnxCnnEmbedder(Embedder):
         self._output_name = self._session.get_outputs()[0].name
         height, width = model_input.shape[2], model_input.shape[3]
         if not (isinstance(height, int) and height == width):
-            raise ValueError(f"{self.model_path} must take square input of a fixed size, not {model_input.shape}")
+            raise ValueError(
+                f"{self.model_path} must take square input of a fixed size, not {model_input.shape}"
+            )
         self.image_size = height
         output_dim = self._session.get_outputs()[0].shape[1]
         if output_dim != self.dim:
@@ -98,9 +107,10 @@ class OnnxCnnEmbedder(Embedder):
         # The exporter records the preprocessing the model was made for; use it, so that a
         # regenerated model with different statistics cannot silently mismatch.
         meta = self._session.get_modelmeta().custom_metadata_map
-        self.mean = _floats(meta.get("fashion_search.mean"), IMAGENET_MEAN)
-        self.std = _floats(meta.get("fashion_search.std"), IMAGENET_STD)
-        self.fill = tuple(int(v) for v in _floats(meta.get("fashion_search.letterbox_fill"), WHITE))
+        self.mean = _floats(meta.get("fashion_search.mean"), EFFICIENTNET_LITE_MEAN)
+        self.std = _floats(meta.get("fashion_search.std"), EFFICIENTNET_LITE_STD)
+        fill = _floats(meta.get("fashion_search.letterbox_fill"), WHITE)
+        self.fill: tuple[int, int, int] = (int(fill[0]), int(fill[1]), int(fill[2]))
         self.pooling = meta.get("fashion_search.pooling", "unknown")
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -110,7 +120,7 @@ class OnnxCnnEmbedder(Embedder):
         out = np.empty((len(images), self.dim), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            pixels = to_tensor(chunk, self.image_size, self.mean, self.std, self.fill)  # type: ignore[arg-type]
+            pixels = to_tensor(chunk, self.image_size, self.mean, self.std, self.fill)
             features = self._run(pixels)
             if self.flip:
                 # Mirroring the letterboxed tensor matches letterboxing the mirrored image (the
