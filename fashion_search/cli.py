@@ -14,9 +14,13 @@ from fashion_search.evaluation import evaluate_index
 from fashion_search.images import ImageError
 from fashion_search.indexing import IndexMismatchError
 from fashion_search.pipeline import Component
-from fashion_search.registry import DETECTORS, EMBEDDERS, UnknownComponentError
+from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, UnknownComponentError
 
 log = logging.getLogger("fashion_search")
+
+
+class UsageError(ValueError):
+    """Options that do not go together."""
 
 
 def _add_catalog_args(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -32,16 +36,18 @@ def _add_catalog_args(parser: argparse.ArgumentParser, positional: bool = True) 
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embedder", help=f"feature model, one of: {', '.join(EMBEDDERS.names())} (default: efficientnet-lite2)")
+    parser.add_argument("--embedder", help=f"feature model, one of: {', '.join(EMBEDDERS.names())} (default: {DEFAULT_EMBEDDER})")
     parser.add_argument("--weights", help="local weights file for embedders that need one (resnet152)")
-    parser.add_argument("--detector", help=f"garment detector, one of: {', '.join(DETECTORS.names())} (default: foreground)")
+    parser.add_argument("--detector", help=f"garment detector, one of: {', '.join(DETECTORS.names())} (default: {DEFAULT_DETECTOR})")
 
 
 def _components(args: argparse.Namespace) -> tuple[Optional[Component], Optional[Component]]:
     embedder = None
-    if args.embedder or args.weights:
+    if args.weights and not args.embedder:
+        raise UsageError("--weights needs --embedder NAME (e.g. --embedder resnet152)")
+    if args.embedder:
         options = {"weights": str(Path(args.weights).expanduser().resolve())} if args.weights else {}
-        embedder = Component(args.embedder or "efficientnet-lite2", options)
+        embedder = Component(args.embedder, options)
     detector = Component(args.detector, {}) if args.detector else None
     return embedder, detector
 
@@ -191,7 +197,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (CatalogError, EmptyIndexError, IndexMismatchError, UnknownComponentError, FileNotFoundError) as exc:
+    except (CatalogError, EmptyIndexError, IndexMismatchError, UnknownComponentError, FileNotFoundError,
+            ImportError, ValueError) as exc:
+        # User-facing problems (bad paths, missing models or extras, bad checkpoints) get one
+        # line; -v shows the traceback for bug reports.
+        if args.verbose:
+            raise
         print(f"fashion-search: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

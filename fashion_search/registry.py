@@ -57,6 +57,8 @@ EMBEDDERS: Registry = Registry(
     "embedder",
     {
         "efficientnet-lite2": "fashion_search.embed.onnx_cnn",
+        "efficientnet-lite2+colour": "fashion_search.embed.colour",
+        "colour-histogram": "fashion_search.embed.colour",
         "resnet152": "fashion_search.embed.resnet",
     },
 )
@@ -70,6 +72,6 @@ DETECTORS: Registry = Registry(
 # Stores are keyed by URI scheme; a bare path means the embedded default.
 STORES: Registry = Registry("vector store", {"lancedb": "fashion_search.store.lance"})
 
-DEFAULT_EMBEDDER = "efficientnet-lite2"
+DEFAULT_EMBEDDER = "efficientnet-lite2+colour"
 DEFAULT_DETECTOR = "foreground"
 DEFAULT_STORE_SCHEME = "lancedb"

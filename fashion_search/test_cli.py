@@ -1,6 +1,8 @@
 """The command line, run in-process: exit codes, JSON lines, error reporting."""
 import json
 
+import pytest
+
 from conftest import make_product
 from fashion_search.cli import main
 
@@ -54,3 +56,32 @@ def test_unknown_embedder_is_a_clear_error(tiny_catalog, tmp_path, capsys):
 def test_search_without_index_is_a_clear_error(tmp_path, capsys):
     assert main(["search", "x.jpg", "--db", str(tmp_path / "missing")]) == 2
     assert "fashion-search index" in capsys.readouterr().err
+
+
+def test_weights_without_an_embedder_name_is_refused(tiny_catalog, tmp_path, capsys):
+    code = main(["index", str(tiny_catalog), "--db", str(tmp_path / "db"), "--weights", "w.pth"])
+    assert code == 2 and "--weights needs --embedder" in capsys.readouterr().err
+
+
+def test_resnet152_index_and_search_from_a_local_checkpoint(tiny_catalog, tmp_path, capsys):
+    torch = pytest.importorskip("torch", reason="torch is not installed (optional extra: pip install 'fashion-search[torch]')")
+    from fashion_search.embed.resnet import build_resnet152
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet152.pth"
+    torch.save(build_resnet152().state_dict(), weights)
+    db = str(tmp_path / "db")
+    assert main(["index", str(tiny_catalog), "--db", db, "--embedder", "resnet152", "--weights", str(weights)]) == 0
+    capsys.readouterr()
+    query = tiny_catalog / "Tops" / "blue-1" / "view0.jpg"
+    assert main(["search", str(query), "--db", db, "-k", "1", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["garments"][0]["results"][0]
+    assert top["product_id"] == "blue-1"
+    info = json.loads(json.dumps(__import__("fashion_search").SearchEngine.open(db).store.read_manifest()))
+    assert info["embedder"]["name"] == "resnet152" and info["dim"] == 2048
+
+
+def test_missing_resnet_weights_file_is_a_clear_error(tiny_catalog, tmp_path, capsys):
+    code = main(["index", str(tiny_catalog), "--db", str(tmp_path / "db"), "--embedder", "resnet152",
+                 "--weights", str(tmp_path / "nope.pth")])
+    assert code == 2 and "nope.pth" in capsys.readouterr().err

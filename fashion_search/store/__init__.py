@@ -112,6 +112,10 @@ class VectorStore(ABC):
     def optimize(self) -> None:
         """Build or refresh the approximate-search index after bulk writes (no-op by default)."""
 
+    def warm(self) -> None:
+        """Load indexes into memory ahead of the first searches; for serving processes
+        (no-op by default)."""
+
     def close(self) -> None:
         pass
 

@@ -1,0 +1,90 @@
+"""Colour-aware embedding: CNN features plus a colour histogram of the garment.
+
+ImageNet CNN features are trained to be fairly colour-invariant (a red and a blue car are both
+cars), but for fashion the colour is a large part of "looks like". Appending a small colour
+histogram of the garment's own pixels, with a fixed weight, measured on the shared data
+(``README.md``, "Measured figures"): same-product R@1 on the Zalora sample 0.475 -> 0.68 and
+Kaggle baseColour P@10 0.30 -> 0.44, at the cost of articleType P@10 0.80 -> 0.76.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from fashion_search.embed import Embedder, l2_normalise
+from fashion_search.registry import EMBEDDERS
+
+# Hue is only meaningful for saturated, lit pixels; the saturation and value bins keep greys,
+# blacks and whites apart without a separate rule for them.
+HUE_BINS, SAT_BINS, VAL_BINS = 8, 3, 3
+
+
+class ColourHistogramEmbedder(Embedder):
+    """A square-rooted HSV histogram of the pixels that differ from the crop's border colour
+    (the backdrop of a product shot); all pixels when too few do."""
+
+    name = "colour-histogram"
+    dim = HUE_BINS * SAT_BINS * VAL_BINS
+
+    def __init__(self, work_size: int = 96, background_tolerance: float = 28.0, min_foreground: float = 0.05) -> None:
+        self.work_size = work_size
+        self.background_tolerance = background_tolerance
+        self.min_foreground = min_foreground
+
+    def describe(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "work_size": self.work_size,
+                "background_tolerance": self.background_tolerance, "min_foreground": self.min_foreground}
+
+    def histogram(self, image: Image.Image) -> np.ndarray:
+        small = image.convert("RGB")
+        small.thumbnail((self.work_size, self.work_size), Image.Resampling.BILINEAR)
+        rgb = np.asarray(small, np.int16)
+        hsv = np.asarray(small.convert("HSV"), np.int32)
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+        foreground = np.abs(rgb - np.median(border, axis=0)).max(axis=2) > self.background_tolerance
+        if foreground.mean() < self.min_foreground:
+            foreground[:] = True
+        h, s, v = (hsv[..., c][foreground] for c in range(3))
+        bins = (np.minimum(h * HUE_BINS // 256, HUE_BINS - 1) * SAT_BINS + np.minimum(s * SAT_BINS // 256, SAT_BINS - 1)) * VAL_BINS \
+            + np.minimum(v * VAL_BINS // 256, VAL_BINS - 1)
+        counts = np.bincount(bins.ravel(), minlength=self.dim).astype(np.float32)
+        # The square root (Hellinger mapping) stops one dominant colour from drowning the rest.
+        return np.sqrt(counts / max(1, int(foreground.sum())))
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalise(np.stack([self.histogram(img) for img in images]))
+
+
+class WeightedConcatEmbedder(Embedder):
+    """Unit vectors of several embedders, scaled by weights, concatenated and renormalised, so
+    that cosine similarity is a weighted sum of each part's similarity."""
+
+    def __init__(self, name: str, parts: Sequence[tuple[Embedder, float]]) -> None:
+        self.name = name
+        self.parts = list(parts)
+        self.dim = sum(part.dim for part, _ in self.parts)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "dim": self.dim,
+                "parts": [{"weight": weight, **part.describe()} for part, weight in self.parts]}
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalise(np.concatenate([weight * part.embed(images) for part, weight in self.parts], axis=1))
+
+
+@EMBEDDERS.register("colour-histogram")
+def _colour(**options: object) -> Embedder:
+    return ColourHistogramEmbedder(**options)  # type: ignore[arg-type]
+
+
+@EMBEDDERS.register("efficientnet-lite2+colour")
+def _cnn_and_colour(colour_weight: float = 0.5, **cnn_options: object) -> Embedder:
+    """The default: EfficientNet-Lite2 features with the colour histogram at ``colour_weight``."""
+    cnn = EMBEDDERS.create("efficientnet-lite2", **cnn_options)
+    return WeightedConcatEmbedder("efficientnet-lite2+colour", [(cnn, 1.0), (ColourHistogramEmbedder(), float(colour_weight))])
