@@ -23,7 +23,7 @@ DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as fh:
         data = fh.read()
-    _, _, dtype_code, ndim = struct.unpack(">HBBB", data[:4])
+    _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if dtype_code != 0x08:
         raise ValueError(f"{path}: unexpected idx type {dtype_code:#x}")
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
