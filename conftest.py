@@ -33,6 +33,21 @@ def _pixels(**options: object) -> Embedder:
     return PixelEmbedder()
 
 
+class SlowPixelEmbedder(PixelEmbedder):
+    """Takes its time per batch, so that a test can kill an index run in the middle."""
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import time
+
+        time.sleep(0.3)
+        return super().embed(images)
+
+
+@EMBEDDERS.register("test-slow-pixels")
+def _slow_pixels(**options: object) -> Embedder:
+    return SlowPixelEmbedder()
+
+
 def make_product(colour: tuple[int, int, int], size: tuple[int, int] = (64, 80), shape: str = "box",
                  background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """A synthetic product shot: a coloured shape on a plain background."""

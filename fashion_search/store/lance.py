@@ -42,8 +42,11 @@ from fashion_search.store import Hit, VectorRow, VectorStore  # noqa: E402
 GARMENTS = "garments"
 MANIFEST = "manifest"
 
-# Columns a search result needs; the vector itself stays on disk.
-_HIT_COLUMNS = ["row_id", "image_id", "image", "product_id", "category", "label", "box", "metadata"]
+# Everything a search result shows (the fields of Hit but its score) is also packed into one
+# JSON column, ``hit``. Lance fetches each selected column of each result row with its own
+# read, so one packed column instead of eight cuts a k=48 lookup at 1M rows from ~9.7 to
+# ~5.9 ms (k=10: ~5.7 to ~4.0 ms). The separate columns stay for filters, scans and
+# iter_rows; both are written from the same VectorRow.
 _ROW_FIELDS = ["image_id", "garment", "image", "product_id", "category", "label", "score", "box",
                "fingerprint", "metadata"]
 # Which columns get scalar indexes, and which kind: bitmaps suit the few distinct values of
@@ -73,6 +76,7 @@ def garments_schema(dim: int) -> pa.Schema:
             pa.field("box", pa.list_(pa.float32(), 4)),
             pa.field("fingerprint", pa.string()),
             pa.field("metadata", pa.string()),
+            pa.field("hit", pa.string()),  # JSON of the Hit fields: what a search reads
             pa.field("vector", pa.list_(pa.float32(), dim)),
         ]
     )
@@ -188,6 +192,10 @@ class LanceVectorStore(VectorStore):
         table = self._open_garments()
         if table is not None:
             self.dim = table.schema.field("vector").type.list_size
+            missing = set(garments_schema(self.dim).names) - set(table.schema.names)
+            if missing:
+                raise ValueError(f"store at {self.path} has an older layout (no {', '.join(sorted(missing))}); "
+                                 "index into a new store")
             if dim is not None and int(dim) != self.dim:
                 raise ValueError(f"store at {self.path} holds {self.dim}-d vectors, not {dim}-d")
         elif dim is not None:
@@ -240,6 +248,7 @@ class LanceVectorStore(VectorStore):
             ),
             "fingerprint": pa.array([str(r.fingerprint) for r in rows], pa.string()),
             "metadata": pa.array([json.dumps(r.metadata or {}, sort_keys=True, default=str) for r in rows], pa.string()),
+            "hit": pa.array([_hit_json(r) for r in rows], pa.string()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
         }
         return pa.table(columns, schema=garments_schema(self.dim))
@@ -359,9 +368,10 @@ class LanceVectorStore(VectorStore):
     def get_product(self, product_id: str) -> list[Hit]:
         """All garments of one product, ordered by image and garment; ``score`` is 1.0 as there
         is no query to compare with."""
-        data = self._scan(_HIT_COLUMNS + ["garment"], where=f"product_id = {sql_str(product_id)}")
+        data = self._scan(["hit", "garment"], where=f"product_id = {sql_str(product_id)}")
         hits = _hits(data, scores=np.ones(data.num_rows))
-        order = sorted(range(len(hits)), key=lambda i: (hits[i].image_id, data.column("garment")[i].as_py()))
+        garments = data.column("garment").to_pylist()
+        order = sorted(range(len(hits)), key=lambda i: (hits[i].image_id, garments[i]))
         return [hits[i] for i in order]
 
     # -- search -------------------------------------------------------------------------------
@@ -457,7 +467,7 @@ class LanceVectorStore(VectorStore):
             .nearest_to(vector)
             .column("vector")
             .distance_type("cosine")
-            .select(_HIT_COLUMNS + ["_distance"])
+            .select(["hit", "_distance"])
             .limit(k)
         )
         if where:
@@ -621,22 +631,24 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / norms
 
 
+def _hit_json(row: VectorRow) -> str:
+    return json.dumps(
+        {
+            "row_id": row.row_id, "image_id": str(row.image_id), "image": str(row.image),
+            "product_id": str(row.product_id), "category": str(row.category), "label": str(row.label),
+            "box": [float(v) for v in row.box], "metadata": row.metadata or {},
+        },
+        separators=(",", ":"), default=str,
+    )
+
+
 def _hits(data: pa.Table, scores: np.ndarray) -> list[Hit]:
-    columns = {name: data.column(name).to_pylist() for name in _HIT_COLUMNS}
-    return [
-        Hit(
-            row_id=columns["row_id"][i],
-            image_id=columns["image_id"][i],
-            image=columns["image"][i],
-            product_id=columns["product_id"][i],
-            category=columns["category"][i],
-            label=columns["label"][i],
-            score=float(scores[i]),
-            box=tuple(columns["box"][i]),  # type: ignore[arg-type]
-            metadata=json.loads(columns["metadata"][i]) if columns["metadata"][i] else {},
-        )
-        for i in range(data.num_rows)
-    ]
+    hits = []
+    for packed, score in zip(data.column("hit").to_pylist(), scores):
+        fields = json.loads(packed)
+        fields["box"] = tuple(fields["box"])
+        hits.append(Hit(score=float(score), **fields))
+    return hits
 
 
 __all__ = ["AnnParams", "LanceVectorStore", "garments_schema", "normalize"]
