@@ -49,7 +49,7 @@ def main() -> None:
     report = engine.index(catalog)
     index_seconds = time.perf_counter() - t0
 
-    engine = SearchEngine.open(db)
+    engine = SearchEngine.open(db, warm=True)
     rng = np.random.default_rng(0)
     kaggle_queries = [catalog[i].path for i in rng.choice(len(catalog), min(args.queries, len(catalog)), replace=False)]
     zalora = sorted((data / "zalora").glob("*/*/*.jpg"))

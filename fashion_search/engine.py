@@ -93,13 +93,21 @@ class SearchEngine:
         db: str | os.PathLike,
         embedder: Optional[Component] = None,
         detector: Optional[Component] = None,
+        warm: bool = False,
     ) -> "SearchEngine":
-        """Open an existing index, with the models it was built with (unless overridden)."""
+        """Open an existing index, with the models it was built with (unless overridden).
+
+        ``warm=True`` loads the store's indexes into memory now (about a second at a million
+        vectors): right for a serving process, wasted on a one-shot search.
+        """
         store = open_store(str(db))
         manifest = store.read_manifest()
         if not manifest:
             raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
-        return cls(store, pipeline_from_manifest(manifest, embedder, detector))
+        engine = cls(store, pipeline_from_manifest(manifest, embedder, detector))
+        if warm:
+            store.warm()
+        return engine
 
     @classmethod
     def create(
