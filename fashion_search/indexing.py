@@ -11,7 +11,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional, Sequence, TextIO
+from typing import Iterable, Iterator, Optional, Sequence, TextIO
 
 from PIL import Image
 
@@ -103,10 +103,13 @@ class _Progress:
             self.bar.close()
 
 
-def _load(item: CatalogItem, pipeline: GarmentPipeline) -> tuple[CatalogItem, Optional[Image.Image], list[Garment], str]:
+def _load(item: CatalogItem, pipeline: GarmentPipeline) -> tuple[CatalogItem, Optional[list[Image.Image]], list[Garment], str]:
+    """Decode, detect and crop one image. Only the crops are kept, not the full image, so a
+    batch of large photos does not hold gigabytes of pixels."""
     try:
         image = load_image(item.path)
-        return item, image, pipeline.detect(image), ""
+        garments = pipeline.detect(image)
+        return item, pipeline.crop_garments(image, garments), garments, ""
     except ImageError as exc:
         return item, None, [], str(exc)
     except Exception as exc:  # one bad file must never abort a catalog run
@@ -166,14 +169,14 @@ def index_catalog(
                 # Decoding and detection run in threads (PIL releases the GIL) while the
                 # embedder, itself multi-threaded, works on whole batches.
                 loaded = list(pool.map(lambda pair: _load(pair[0], pipeline), batch))
-                good = [(item, image, garments) for item, image, garments, error in loaded if image is not None]
-                for item, image, _, error in loaded:
-                    if image is None:
+                good = [(item, crops, garments) for item, crops, garments, _ in loaded if crops is not None]
+                for item, crops, _, error in loaded:
+                    if crops is None:
                         report.failed.append((str(item.path), error))
                 rows: list[VectorRow] = []
                 if good:
-                    vectors = pipeline.embed_garments([g[1] for g in good], [g[2] for g in good])
-                    for (item, image, garments), vecs in zip(good, vectors):
+                    vectors = pipeline.embed_crops([crops for _, crops, _ in good])
+                    for (item, _, garments), vecs in zip(good, vectors):
                         for n, (garment, vector) in enumerate(zip(garments, vecs)):
                             rows.append(
                                 VectorRow(

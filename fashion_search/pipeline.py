@@ -57,17 +57,25 @@ class GarmentPipeline:
         garments = self.detector.detect(image)
         return garments or [Garment(label="image", score=1.0, box=(0, 0, image.width, image.height))]
 
+    def crop_garments(self, image: Image.Image, garments: Sequence[Garment]) -> list[Image.Image]:
+        """What the embedder sees of each garment."""
+        return [g.crop(image) for g in garments]
+
+    def embed_crops(self, crops: Sequence[Sequence[Image.Image]]) -> list[np.ndarray]:
+        """Vectors for each image's garment crops, embedded in one batch across images."""
+        flat = [crop for per_image in crops for crop in per_image]
+        vectors = self.embedder.embed(flat) if flat else np.zeros((0, self.dim), np.float32)
+        out, start = [], 0
+        for per_image in crops:
+            out.append(vectors[start : start + len(per_image)])
+            start += len(per_image)
+        return out
+
     def embed_garments(
         self, images: Sequence[Image.Image], garments: Sequence[Sequence[Garment]]
     ) -> list[np.ndarray]:
         """Vectors for each image's garments, embedded in one batch across images."""
-        crops = [g.crop(img) for img, gs in zip(images, garments) for g in gs]
-        vectors = self.embedder.embed(crops) if crops else np.zeros((0, self.dim), np.float32)
-        out, start = [], 0
-        for gs in garments:
-            out.append(vectors[start : start + len(gs)])
-            start += len(gs)
-        return out
+        return self.embed_crops([self.crop_garments(img, gs) for img, gs in zip(images, garments)])
 
     def analyse(self, images: Sequence[Image.Image]) -> list[tuple[list[Garment], np.ndarray]]:
         garments = [self.detect(img) for img in images]

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-from PIL import Image
 
 from conftest import make_product
 from fashion_search import ImageError, SearchEngine, load_catalog
