@@ -113,12 +113,13 @@ class AnnParams:
       that pass at most ``exact_filter_rows`` rows are searched exactly instead (fetching a
       few thousand vectors by scalar index is faster than probing most of the index).
     * ``refine_factor`` 2: the shortlist is re-ranked on the stored float vectors.
-    * ``min_rows`` 10,000: Lance's exact scan reads the whole vector column per query,
-      ~2.5 us per 1280-d row on this machine (20k rows: ~45 ms, 100k: ~250 ms), so the index
-      pays off early; an IVF_SQ index on 20k rows builds in ~1 s and still returns recall 1.0.
+    * ``min_rows`` 2,000: Lance's exact scan reads the whole vector column per query,
+      ~2.5 us per 1280-d row on this machine (9.6k rows: ~29 ms, 100k: ~250 ms), so the index
+      pays off early; on the 9,583 Kaggle images an IVF_SQ index builds in 0.6 s and answers
+      in 5.5 ms with Recall@10 1.000 (exact: 28.8 ms).
     """
 
-    min_rows: int = 10_000  # below this, search is exact (brute force)
+    min_rows: int = 2_000  # below this, search is exact (brute force)
     index_type: str = "IVF_SQ"
     partition_size: int = 1_000  # rows per IVF partition -> num_partitions = rows / this
     nprobes: int = 8
