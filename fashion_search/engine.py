@@ -134,11 +134,11 @@ class SearchEngine:
         # Over-fetch because several views of one product may crowd the top; widen until k
         # distinct products are found or the index runs out.
         fetch = max(4 * k, 32)
-        total = self.store.count()
         while True:
             hits = self.store.search(vector, fetch, category=category, exclude_product=exclude_product)
             products = best_per_product(hits, k)
-            if len(products) >= k or len(hits) < fetch or fetch >= total:
+            # The store size is asked only in the rare widening case, not on every search.
+            if len(products) >= k or len(hits) < fetch or fetch >= self.store.count():
                 return products
             fetch *= 4
 

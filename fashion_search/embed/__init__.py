@@ -1,6 +1,8 @@
 """Embedders turn a garment crop into an L2-normalised feature vector."""
 from __future__ import annotations
 
+import hashlib
+import os
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -36,8 +38,17 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """Content hash of a weights or model file, for provenance records and index manifests."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def create_embedder(name: str = DEFAULT_EMBEDDER, **options: object) -> Embedder:
     return EMBEDDERS.create(name, **options)
 
 
-__all__ = ["Embedder", "create_embedder", "l2_normalise"]
+__all__ = ["Embedder", "create_embedder", "l2_normalise", "sha256_file"]

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from fashion_search.embed import Embedder, l2_normalise
+from fashion_search.images import differs_from_border
 from fashion_search.registry import EMBEDDERS
 
 # Hue is only meaningful for saturated, lit pixels; the saturation and value bins keep greys,
@@ -40,10 +41,8 @@ class ColourHistogramEmbedder(Embedder):
     def histogram(self, image: Image.Image) -> np.ndarray:
         small = image.convert("RGB")
         small.thumbnail((self.work_size, self.work_size), Image.Resampling.BILINEAR)
-        rgb = np.asarray(small, np.int16)
         hsv = np.asarray(small.convert("HSV"), np.int32)
-        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-        foreground = np.abs(rgb - np.median(border, axis=0)).max(axis=2) > self.background_tolerance
+        foreground, _ = differs_from_border(np.asarray(small), band=1, tolerance=self.background_tolerance)
         if foreground.mean() < self.min_foreground:
             foreground[:] = True
         h, s, v = (hsv[..., c][foreground] for c in range(3))

@@ -7,7 +7,6 @@ torchvision's ``state_dict`` layout is built, so that ``pip install 'fashion-sea
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from fashion_search.embed import Embedder, l2_normalise
+from fashion_search.embed import Embedder, l2_normalise, sha256_file
 from fashion_search.embed.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from fashion_search.registry import EMBEDDERS
 
@@ -171,14 +170,6 @@ def load_backbone(weights: Path) -> "nn.Module":
     return model.eval()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @EMBEDDERS.register("resnet152")
 class ResNetEmbedder(Embedder):
     """Letterboxed 224x224 image -> ResNet-152 global-average-pooled features -> unit vector."""
@@ -208,7 +199,7 @@ class ResNetEmbedder(Embedder):
             torch.set_num_threads(int(threads))  # process-wide: torch has no per-model setting
         self._model = load_backbone(self.weights)
         # Vectors from different weights are not comparable: record which file made them.
-        self.weights_sha256 = _sha256(self.weights)
+        self.weights_sha256 = sha256_file(self.weights)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         images = list(images)

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from fashion_search.garments import Garment, GarmentDetector, whole_image
+from fashion_search.images import differs_from_border
 from fashion_search.registry import DETECTORS
 
 
@@ -59,21 +60,14 @@ class ForegroundDetector(GarmentDetector):
         background is not plain enough to separate the object from it."""
         small = image.copy()
         small.thumbnail((self.work_size, self.work_size), Image.Resampling.BILINEAR)
-        arr = np.asarray(small, dtype=np.int16)
+        arr = np.asarray(small)
         h, w = arr.shape[:2]
         if h < 8 or w < 8:
             return None
-        band = max(1, min(h, w) // 64)
-        border = np.concatenate(
-            [arr[:band].reshape(-1, 3), arr[-band:].reshape(-1, 3), arr[:, :band].reshape(-1, 3), arr[:, -band:].reshape(-1, 3)]
-        )
-        background = np.median(border, axis=0)
-        border_close = np.abs(border - background).max(axis=1) <= self.colour_tolerance
-        uniformity = float(border_close.mean())
+        mask, uniformity = differs_from_border(arr, band=max(1, min(h, w) // 64), tolerance=self.colour_tolerance)
         if uniformity < self.border_uniformity:
             return None
-        distance = np.abs(arr - background).max(axis=2)
-        return distance > self.colour_tolerance, uniformity
+        return mask, uniformity
 
     def detect(self, image: Image.Image) -> list[Garment]:
         found = self.foreground_mask(image)

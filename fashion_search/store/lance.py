@@ -282,13 +282,17 @@ class LanceVectorStore(VectorStore):
             merge = merge.when_not_matched_by_source_delete(sql_in("row_id", stale))
         merge.execute(data)
 
-    def _row_ids_of(self, table: "lancedb.table.Table", image_ids: Sequence[str]) -> list[str]:
-        found: list[str] = []
+    @staticmethod
+    def _image_chunks(table: "lancedb.table.Table", image_ids: Sequence[str], column: str) -> Iterator[tuple[str, pa.Table]]:
+        """``(where, rows)`` per chunk of ``image_ids``: the filter selecting the chunk's images
+        and ``column`` of their stored rows."""
         for lo in range(0, len(image_ids), _IN_CHUNK):
             where = sql_in("image_id", image_ids[lo: lo + _IN_CHUNK])
-            data = table.search().where(where).select(["row_id"]).limit(None).to_arrow()
-            found.extend(data.column("row_id").to_pylist())
-        return found
+            yield where, table.search().where(where).select([column]).limit(None).to_arrow()
+
+    def _row_ids_of(self, table: "lancedb.table.Table", image_ids: Sequence[str]) -> list[str]:
+        return [row_id for _, data in self._image_chunks(table, image_ids, "row_id")
+                for row_id in data.column("row_id").to_pylist()]
 
     def add_rows_bulk(self, rows: Sequence[VectorRow]) -> None:
         """Append rows of images that are NOT stored yet, in one commit, without the merge.
@@ -309,9 +313,7 @@ class LanceVectorStore(VectorStore):
         if table is None or not ids:
             return 0
         removed = 0
-        for lo in range(0, len(ids), _IN_CHUNK):
-            where = sql_in("image_id", ids[lo: lo + _IN_CHUNK])
-            present = table.search().where(where).select(["image_id"]).limit(None).to_arrow()
+        for where, present in self._image_chunks(table, ids, "image_id"):
             found = len(pc.unique(present.column("image_id"))) if present.num_rows else 0
             if found:
                 table.delete(where)
