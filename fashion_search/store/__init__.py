@@ -101,6 +101,23 @@ class VectorStore(ABC):
     def get_product(self, product_id: str) -> list[Hit]:
         """All stored garments of one product (empty if unknown)."""
 
+    def get_vectors(self, row_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """``row_id -> stored (unit) vector`` for those of ``row_ids`` that are stored.
+
+        The default scans every row; stores with an index on ``row_id`` should override it.
+        """
+        wanted = set(row_ids)
+        return {f"{r['image_id']}#{r['garment']}": r["vector"] for r in self.iter_rows()
+                if f"{r['image_id']}#{r['garment']}" in wanted}
+
+    def image_path(self, image_id: str) -> Optional[str]:
+        """Where the catalog image ``image_id`` lives, or None when it is not indexed: what a
+        server may read to show it, so clients name images by id and never by path.
+
+        The default scans every row; stores with an index on ``image_id`` should override it.
+        """
+        return next((r["image"] for r in self.iter_rows(with_vectors=False) if r["image_id"] == image_id), None)
+
     @abstractmethod
     def read_manifest(self) -> dict[str, Any]:
         """What built this index: embedder and detector descriptions, schema version."""

@@ -377,6 +377,23 @@ class LanceVectorStore(VectorStore):
         order = sorted(range(len(hits)), key=lambda i: (hits[i].image_id, garments[i]))
         return [hits[i] for i in order]
 
+    def get_vectors(self, row_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = sorted({str(r) for r in row_ids})
+        out: dict[str, np.ndarray] = {}
+        for lo in range(0, len(ids), _IN_CHUNK):
+            data = self._scan(["row_id", "vector"], where=sql_in("row_id", ids[lo: lo + _IN_CHUNK]))
+            if data.num_rows:
+                vectors = data.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+                out.update(zip(data.column("row_id").to_pylist(), vectors.reshape(data.num_rows, -1).copy()))
+        return out
+
+    def image_path(self, image_id: str) -> Optional[str]:
+        table = self._open_garments()
+        if table is None:
+            return None
+        data = table.search().where(f"image_id = {sql_str(image_id)}").select(["image"]).limit(1).to_arrow()
+        return data.column("image")[0].as_py() if data.num_rows else None
+
     # -- search -------------------------------------------------------------------------------
 
     # Searches go through LanceDB's async API on a private event-loop thread: the whole

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from fashion_search.store import Hit, VectorRow, open_store
+from fashion_search.store import Hit, VectorRow, VectorStore, open_store
 from fashion_search.store.lance import LanceVectorStore
 
 DIM = 16
@@ -285,6 +285,29 @@ def test_get_product_returns_all_its_garments(store: LanceVectorStore) -> None:
     hits = store.get_product("P")
     assert [h.row_id for h in hits] == ["a1#0", "a1#1", "a2#0"]
     assert store.get_product("unknown") == []
+
+
+def test_get_vectors_returns_the_stored_unit_vectors_of_known_rows_only(store: LanceVectorStore) -> None:
+    rows = random_rows(12)
+    store.upsert_images(rows)
+    wanted = [rows[3].row_id, rows[7].row_id, "nope#0"]
+    vectors = store.get_vectors(wanted)
+    assert set(vectors) == {rows[3].row_id, rows[7].row_id}
+    np.testing.assert_allclose(vectors[rows[7].row_id], unit(rows[7].vector), atol=1e-6)
+    assert store.get_vectors([]) == {}
+    # The ABC's scanning fallback, for stores that do not override it, agrees.
+    fallback = VectorStore.get_vectors(store, wanted)
+    assert set(fallback) == set(vectors)
+    np.testing.assert_allclose(fallback[rows[3].row_id], vectors[rows[3].row_id], atol=1e-6)
+
+
+def test_image_path_is_known_only_for_indexed_images(store: LanceVectorStore) -> None:
+    store.upsert_images([row("a", 0), row("a", 1), row("q'uote", 0)])
+    assert store.image_path("a") == "/catalog/a.jpg"
+    assert store.image_path("q'uote") == "/catalog/q'uote.jpg"
+    assert store.image_path("../../etc/passwd") is None
+    assert VectorStore.image_path(store, "a") == "/catalog/a.jpg"
+    assert VectorStore.image_path(store, "missing") is None
 
 
 def test_iter_rows_yields_vector_row_fields(store: LanceVectorStore) -> None:
