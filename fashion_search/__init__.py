@@ -3,7 +3,7 @@
 Pipeline: catalog -> garments (detect) -> embed -> store -> search -> CLI / API.
 """
 from fashion_search.catalog import CatalogItem, CsvColumns, load_catalog
-from fashion_search.engine import SearchEngine, SearchResult
+from fashion_search.engine import SearchEngine, SearchResult, UnknownProductError
 from fashion_search.images import ImageError, load_image
 from fashion_search.pipeline import Component, GarmentPipeline
 
@@ -17,6 +17,7 @@ __all__ = [
     "ImageError",
     "SearchEngine",
     "SearchResult",
+    "UnknownProductError",
     "load_catalog",
     "load_image",
 ]

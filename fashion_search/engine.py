@@ -20,6 +20,13 @@ class EmptyIndexError(RuntimeError):
     """Searching an index that has never been built."""
 
 
+class UnknownProductError(KeyError):
+    """A product id that the index does not hold."""
+
+    def __str__(self) -> str:  # KeyError's own would print the message with quotes
+        return str(self.args[0]) if self.args else "unknown product"
+
+
 @dataclass
 class ProductResult:
     product_id: str
@@ -28,6 +35,7 @@ class ProductResult:
     score: float
     metadata: dict[str, Any]
     label: str = ""
+    image_id: str = ""  # lets a server show the image by id, never by path
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,7 +83,7 @@ def best_per_product(hits: Iterable[Hit], k: int) -> list[ProductResult]:
             best[hit.product_id] = hit
     ranked = sorted(best.values(), key=lambda h: -h.score)[:k]
     return [
-        ProductResult(h.product_id, h.category, h.image, h.score, h.metadata, h.label) for h in ranked
+        ProductResult(h.product_id, h.category, h.image, h.score, h.metadata, h.label, h.image_id) for h in ranked
     ]
 
 
@@ -129,13 +137,14 @@ class SearchEngine:
         return index_catalog(items, self.store, self.pipeline, **options)
 
     def _lookup(
-        self, vector: np.ndarray, k: int, category: Optional[str], exclude_product: Optional[str] = None
+        self, vector: np.ndarray, k: int, category: Optional[str], exclude_product: Optional[str] = None,
+        label: Optional[str] = None,
     ) -> list[ProductResult]:
         # Over-fetch because several views of one product may crowd the top; widen until k
         # distinct products are found or the index runs out.
         fetch = max(4 * k, 32)
         while True:
-            hits = self.store.search(vector, fetch, category=category, exclude_product=exclude_product)
+            hits = self.store.search(vector, fetch, category=category, label=label, exclude_product=exclude_product)
             products = best_per_product(hits, k)
             # The store size is asked only in the rare widening case, not on every search.
             if len(products) >= k or len(hits) < fetch or fetch >= self.store.count():
@@ -143,7 +152,7 @@ class SearchEngine:
             fetch *= 4
 
     def search(self, image: ImageSource, k: int = 12, category: Optional[str] = None,
-               query_name: Optional[str] = None) -> SearchResult:
+               query_name: Optional[str] = None, same_class: bool = True) -> SearchResult:
         """The ``k`` most similar products for each garment found in ``image``."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -164,3 +173,34 @@ class SearchEngine:
 
     def close(self) -> None:
         self.store.close()
+
+    def search_product(self, product_id: str, k: int = 12, category: Optional[str] = None,
+                       same_class: bool = True) -> SearchResult:
+        """"More like this": the ``k`` products most similar to each stored garment of a
+        catalog product's first image, the product itself excluded.
+
+        No image is decoded or embedded: the stored vectors are the query. Raises
+        :class:`UnknownProductError` when the index does not hold ``product_id``.
+        """
+        t0 = time.perf_counter()
+        hits = self.store.get_product(product_id)
+        if not hits:
+            raise UnknownProductError(f"unknown product: {product_id!r}")
+        first = [h for h in hits if h.image_id == hits[0].image_id]
+        vectors = self.store.get_vectors([h.row_id for h in first])
+        t1 = time.perf_counter()
+        results = []
+        for hit in first:
+            if hit.row_id not in vectors:  # re-indexed between the two reads
+                continue
+            # The model-free detectors' labels ("item", "image") name no garment class.
+            label = hit.label if same_class and hit.label not in _CLASSLESS_LABELS else None
+            garment = Garment(label=hit.label, score=1.0, box=tuple(int(round(v)) for v in hit.box))
+            results.append(GarmentResult(garment, self._lookup(vectors[hit.row_id], k, category,
+                                                                exclude_product=product_id, label=label)))
+        t2 = time.perf_counter()
+        timings = {"fetch": (t1 - t0) * 1e3, "lookup": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+        return SearchResult(query=f"product:{product_id}", garments=results, timings_ms=timings)
+
+
+_CLASSLESS_LABELS = frozenset({"item", "image"})

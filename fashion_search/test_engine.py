@@ -62,3 +62,38 @@ def test_unreadable_query_raises_image_error(engine):
 def test_opening_a_missing_index_says_how_to_build_it(tmp_path):
     with pytest.raises(EmptyIndexError, match="fashion-search index"):
         SearchEngine.open(tmp_path / "none.lance")
+
+
+def test_more_like_this_uses_the_products_stored_vectors_and_excludes_it(engine):
+    result = engine.search_product("red-1", k=10)
+    [garment] = result.garments
+    ids = [r.product_id for r in garment.results]
+    assert "red-1" not in ids and len(ids) == 3
+    assert result.query == "product:red-1" and result.timings_ms["total"] >= 0
+
+
+def test_more_like_this_matches_a_photo_search_with_the_same_vector(engine):
+    # The stored vector of the product's first view is what a search by that view computes.
+    view = engine.store.get_product("blue-1")[0]
+    by_photo = engine.search(view.image, k=4).garments[0].results
+    by_product = engine.search_product("blue-1", k=3).garments[0].results
+    assert [r.product_id for r in by_photo if r.product_id != "blue-1"] == [r.product_id for r in by_product]
+
+
+def test_more_like_this_respects_the_category_filter(engine):
+    results = engine.search_product("red-1", k=10, category="Skirts").garments[0].results
+    assert {r.category for r in results} == {"Skirts"}
+
+
+def test_more_like_this_for_an_unknown_product_says_so(engine):
+    from fashion_search.engine import UnknownProductError
+
+    with pytest.raises(UnknownProductError, match="no-such"):
+        engine.search_product("no-such")
+    with pytest.raises(KeyError):  # callers may catch it as a plain lookup miss
+        engine.search_product("no-such")
+
+
+def test_results_carry_the_image_id_of_their_view(engine):
+    result = engine.search(make_product((215, 25, 25)), k=2).garments[0].results[0]
+    assert engine.store.image_path(result.image_id) == result.image
