@@ -9,6 +9,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CATALOG ?=
 DEMO_DIR ?= demo
 FMNIST ?= /usr/share/datasets/fashion-mnist
+# Debian's browser for the page's browser test (Playwright drives it; it downloads none).
+CHROMIUM ?= /usr/bin/chromium
+# Where `make demo` serves the search page.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: install install-test demo test bench clean export-model
 
@@ -30,23 +35,31 @@ install-test: $(VENV)/.test
 $(FMNIST)/t10k-images-idx3-ubyte.gz:
 	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium
+
 ifeq ($(strip $(CATALOG)),)
 demo: install $(FMNIST)/t10k-images-idx3-ubyte.gz
 	$(FS) demo-catalog $(DEMO_DIR)/fmnist --source $(FMNIST)
 	$(FS) index $(DEMO_DIR)/fmnist/catalog --metadata $(DEMO_DIR)/fmnist/metadata.csv --db $(DEMO_DIR)/fmnist.lance
 	$(FS) search $(DEMO_DIR)/fmnist/queries/*.png --db $(DEMO_DIR)/fmnist.lance -k 5
+	@echo; echo "Search page: http://$(HOST):$(PORT)/  (API docs: /docs; Ctrl-C stops the server)"
+	$(FS) serve --db $(DEMO_DIR)/fmnist.lance --host $(HOST) --port $(PORT)
 else
 demo: install
 	$(FS) index "$(CATALOG)" --db $(DEMO_DIR)/custom.lance
 	$(FS) search "$$(find "$(CATALOG)" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' -o -iname '*.webp' \) | sort | head -n 1)" --db $(DEMO_DIR)/custom.lance -k 5
+	@echo; echo "Search page: http://$(HOST):$(PORT)/  (API docs: /docs; Ctrl-C stops the server)"
+	$(FS) serve --db $(DEMO_DIR)/custom.lance --host $(HOST) --port $(PORT)
 endif
 
-test: install-test
+test: install-test $(CHROMIUM)
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_server.py
 
 export-model: install-test
 	$(PY) scripts/export_embedder.py

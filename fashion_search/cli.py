@@ -146,6 +146,22 @@ def cmd_demo_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # the web layer's dependencies load only for this command
+
+    from fashion_search.web import Settings, create_app
+
+    settings = Settings(max_upload_bytes=int(args.max_upload_mb * 2**20))
+    if args.threads:
+        settings.search_threads = args.threads
+    app = create_app(args.db, settings)  # models load here, before the first request
+    print(f"serving {args.db} at http://{args.host}:{args.port}/  (API docs: /docs; Ctrl-C stops)",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.verbose else "info",
+                access_log=not args.no_access_log)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-search", description="Visual search for fashion catalogs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -189,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=100, help="products per article type (default 100)")
     p.add_argument("--source", default="/usr/share/datasets/fashion-mnist", help="folder with the idx files")
     p.set_defaults(func=cmd_demo_catalog)
+
+    p = sub.add_parser("serve", help="serve the search page and the JSON API over an index")
+    p.add_argument("--db", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest photo accepted (default 10)")
+    p.add_argument("--threads", type=int, default=0, help="concurrent searches (default: the CPU count, at least 2)")
+    p.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,267 @@
+"""The JSON API's routes. They translate HTTP to the Python API (:class:`SearchEngine`) and
+back; no search logic lives here."""
+from __future__ import annotations
+
+import io
+import logging
+import mimetypes
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+
+from fashion_search.engine import SearchEngine, SearchResult, UnknownProductError
+from fashion_search.images import ImageError, load_image
+from fashion_search.web.app import run_cpu
+from fashion_search.web.errors import ApiError, too_large_message
+from fashion_search.web.schemas import (
+    CategoriesResponse,
+    ErrorResponse,
+    HealthResponse,
+    ProductResponse,
+    SearchResponse,
+)
+
+log = logging.getLogger("fashion_search.web")
+router = APIRouter()
+
+MAX_K = 100
+# Formats a shopper's photo comes in. Anything else is refused before decoding, which also
+# keeps Pillow's riskier plug-ins (EPS runs Ghostscript) away from uploads.
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+THUMBNAIL_QUALITY = 82
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorResponse} for s in statuses}
+
+
+def _urls(request: Request, image_id: str) -> dict[str, str]:
+    base = f"{request.scope.get('root_path', '')}/api/images/{image_id}"
+    return {"image_id": image_id, "image": base, "thumbnail": f"{base}/thumbnail"}
+
+
+def _search_json(request: Request, result: SearchResult, query_image_id: Optional[str] = None) -> dict[str, Any]:
+    data = result.to_dict()
+    for garment_json, garment in zip(data["garments"], result.garments):
+        for result_json, product in zip(garment_json["results"], garment.results):
+            result_json.update(_urls(request, product.image_id))
+    data["query_image"] = _urls(request, query_image_id)["image"] if query_image_id else None
+    return data
+
+
+def check_upload(data: bytes, max_pixels: int) -> None:
+    """Refuse what is not a photo by its content (never its name), before the full decode."""
+    if not data:
+        raise ApiError(422, "empty_file", "the uploaded file is empty")
+    try:
+        with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise ApiError(422, "too_many_pixels", f"image has too many pixels: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ApiError(415, "not_an_image",
+                       "the file is not an image this server reads (JPEG, PNG, WebP, GIF, BMP or TIFF)") from None
+    if width * height > max_pixels:
+        raise ApiError(422, "too_many_pixels",
+                       f"image has {width}x{height} pixels, more than the {max_pixels:,} allowed")
+
+
+@dataclass
+class SearchOptions:
+    k: int
+    category: Optional[str]
+    same_class: bool
+
+
+def _search_upload(engine: SearchEngine, data: bytes, max_pixels: int, options: SearchOptions,
+                   name: str) -> SearchResult:
+    check_upload(data, max_pixels)
+    try:
+        return engine.search(data, k=options.k, category=options.category, query_name=name,
+                             same_class=options.same_class)
+    except ImageError as exc:
+        raise ApiError(422, "corrupt_image", f"the image could not be decoded: {exc}") from None
+
+
+async def _known_category(request: Request, category: Optional[str]) -> Optional[str]:
+    if not category:
+        return None
+    state = request.app.state
+    known = await run_cpu(request, state.categories.get, state.engine)
+    if category not in known:
+        raise ApiError(422, "unknown_category", f"no category {category!r} in this catalog; "
+                       f"GET /api/categories lists them")
+    return category
+
+
+async def search_options(
+    request: Request,
+    k: int = Query(12, ge=1, le=MAX_K, description="results per garment"),
+    category: Optional[str] = Query(None, description="only products of this catalog category (see /api/categories)"),
+    same_class: bool = Query(True, description="only catalog garments of the same class as each query garment"),
+) -> SearchOptions:
+    return SearchOptions(k, await _known_category(request, category), same_class)
+
+
+@router.post("/api/search", response_model=SearchResponse, responses=_errors(413, 415, 422),
+             summary="Search by photo", tags=["search"])
+async def search(
+    request: Request,
+    image: UploadFile = File(description="the photo (multipart field `image`): JPEG, PNG, WebP, GIF, BMP or TIFF"),
+    options: SearchOptions = Depends(search_options),
+) -> dict[str, Any]:
+    """The `k` most similar catalog products for each garment found in the photo; the same
+    schema as the CLI's `--json`, with image URLs instead of server paths."""
+    state = request.app.state
+    limit = state.settings.max_upload_bytes
+    data = await image.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "upload_too_large", too_large_message(limit))
+    result = await run_cpu(request, _search_upload, state.engine, data, state.settings.max_pixels, options,
+                           image.filename or "upload")
+    return _search_json(request, result)
+
+
+def _more_like_this(engine: SearchEngine, product_id: str, options: SearchOptions) -> tuple[SearchResult, str]:
+    try:
+        result = engine.search_product(product_id, k=options.k, category=options.category,
+                                       same_class=options.same_class)
+    except UnknownProductError:
+        raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog") from None
+    hits = engine.store.get_product(product_id)
+    return result, hits[0].image_id if hits else ""
+
+
+@router.post("/api/search/product/{product_id:path}", response_model=SearchResponse, responses=_errors(404, 422),
+             summary="More like this catalog product", tags=["search"])
+async def more_like_this(
+    request: Request,
+    product_id: str = Path(description="a catalog product id"),
+    options: SearchOptions = Depends(search_options),
+) -> dict[str, Any]:
+    """Products similar to each garment of the product's first image (the product itself
+    excluded); `query_image` is that image."""
+    result, image_id = await run_cpu(request, _more_like_this, request.app.state.engine, product_id, options)
+    return _search_json(request, result, image_id)
+
+
+@router.get("/api/categories", response_model=CategoriesResponse, tags=["catalog"], summary="Catalog categories")
+async def categories(request: Request) -> dict[str, Any]:
+    """Every catalog category with its number of products."""
+    state = request.app.state
+    known = await run_cpu(request, state.categories.get, state.engine)
+    return {"categories": [{"name": name, "products": n} for name, n in sorted(known.items())]}
+
+
+def _product(engine: SearchEngine, product_id: str) -> list:
+    hits = engine.store.get_product(product_id)
+    if not hits:
+        raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog")
+    return hits
+
+
+@router.get("/api/products/{product_id:path}", response_model=ProductResponse, responses=_errors(404),
+            tags=["catalog"], summary="A catalog product")
+async def product(request: Request, product_id: str = Path(description="a catalog product id")) -> dict[str, Any]:
+    """The product's metadata and its indexed images, each with its stored garments."""
+    hits = await run_cpu(request, _product, request.app.state.engine, product_id)
+    images: dict[str, dict[str, Any]] = {}
+    for hit in hits:
+        entry = images.setdefault(hit.image_id, {**_urls(request, hit.image_id), "garments": []})
+        entry["garments"].append({"label": hit.label, "box": list(hit.box)})
+    return {"product_id": product_id, "category": hits[0].category, "metadata": hits[0].metadata,
+            "images": list(images.values())}
+
+
+def _health(engine: SearchEngine) -> dict[str, Any]:
+    pipeline = engine.pipeline
+    body = {"status": "ok", "store_reachable": True, "models_loaded": pipeline.embedder is not None
+            and pipeline.detector is not None, "index_garments": 0,
+            "embedder": pipeline.embedder_spec.name, "detector": pipeline.detector_spec.name}
+    try:
+        body["index_garments"] = engine.store.count()
+    except Exception as exc:  # the report is the point: say unavailable rather than fail
+        log.warning("health check: store unreachable: %s", exc)
+        body.update(status="unavailable", store_reachable=False)
+    if not body["models_loaded"]:
+        body["status"] = "unavailable"
+    return body
+
+
+@router.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}}, tags=["service"],
+            summary="Liveness and readiness")
+async def healthz(request: Request) -> Any:
+    """`ok` (200) when the store answers and the models are loaded, else `unavailable` (503)."""
+    body = await run_cpu(request, _health, request.app.state.engine)
+    return body if body["status"] == "ok" else JSONResponse(body, status_code=503)
+
+
+def _image_path(request: Request, image_id: str) -> str:
+    """The file of an indexed image. Only ids the store holds resolve: clients never name paths."""
+    cache = request.app.state.image_paths
+    path = cache.get(image_id)
+    if path is None:
+        path = request.app.state.engine.store.image_path(image_id)
+        if path is None:
+            raise ApiError(404, "unknown_image", f"no image {image_id!r} in this index")
+        cache.put(image_id, path)
+    if not os.path.isfile(path):
+        raise ApiError(404, "image_file_missing", f"image {image_id!r} is indexed but its file is gone")
+    return path
+
+
+def _cache_headers(request: Request, etag: str) -> dict[str, str]:
+    return {"Cache-Control": f"public, max-age={request.app.state.settings.image_max_age_s}", "ETag": etag}
+
+
+def _etag(path: str, image_id: str, variant: str) -> str:
+    stat = os.stat(path)
+    return f'"{image_id}-{variant}-{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+
+
+@router.get("/api/images/{image_id}", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404)},
+            tags=["catalog"], summary="A catalog image")
+async def catalog_image(request: Request, image_id: str) -> Response:
+    """The original file of an indexed catalog image, by its id."""
+    path = await run_cpu(request, _image_path, request, image_id)
+    media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media_type, headers=_cache_headers(request, _etag(path, image_id, "full")))
+
+
+def _thumbnail(request: Request, image_id: str, size: int) -> tuple[bytes, str]:
+    path = _image_path(request, image_id)
+    etag = _etag(path, image_id, str(size))
+    cache = request.app.state.thumbnails
+    cached = cache.get((image_id, size))
+    if cached is not None and cached[1] == etag:
+        return cached
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))  # JPEG decodes at 1/2-1/8 scale: much faster on big photos
+            picture = load_image(img)
+    except (OSError, SyntaxError, ValueError) as exc:  # a catalog file changed or broke after indexing
+        raise ImageError(str(exc)) from exc
+    picture.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    cache.put((image_id, size), (out.getvalue(), etag))
+    return out.getvalue(), etag
+
+
+@router.get("/api/images/{image_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404)},
+            tags=["catalog"], summary="A thumbnail of a catalog image")
+async def thumbnail(request: Request, image_id: str,
+                    size: int = Query(320, ge=32, le=1024, description="longest side in pixels")) -> Response:
+    """A JPEG of an indexed catalog image, at most `size` pixels on its longest side."""
+    try:
+        data, etag = await run_cpu(request, _thumbnail, request, image_id, size)
+    except ImageError as exc:
+        raise ApiError(422, "corrupt_image", f"image {image_id!r} cannot be decoded: {exc}") from None
+    headers = _cache_headers(request, etag)
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="image/jpeg", headers=headers)

@@ -1,0 +1,145 @@
+"""The ASGI application: the JSON API and the search page, over one :class:`SearchEngine`.
+
+The engine (models and store) is created once, before the first request, and held in
+``app.state``; requests share it and keep their own state in locals only. Everything that
+decodes, embeds or reads the store runs in worker threads, at most ``search_threads`` at a
+time, so the event loop keeps answering (health checks, thumbnails from cache) while searches
+run.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Hashable, Optional, TypeVar, Union
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from fashion_search.engine import SearchEngine
+from fashion_search.web.errors import BodySizeLimit, CatchAll, install_error_handlers
+
+STATIC = Path(__file__).resolve().parent / "static"
+T = TypeVar("T")
+
+
+@dataclass
+class Settings:
+    """Limits and tuning of one server. The defaults suit a public-facing shop search."""
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    # Decoded pixels allowed per upload: a 40 MP photo is ~120 MB of RGB; a few-KB file that
+    # claims more is a decompression bomb.
+    max_pixels: int = 40_000_000
+    # Concurrent CPU-bound jobs (searches, thumbnails); more than the cores only adds latency.
+    search_threads: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
+    thumbnail_cache_entries: int = 2048
+    image_max_age_s: int = 24 * 3600
+    categories_ttl_s: float = 60.0
+
+
+class LruCache:
+    """A small thread-safe LRU map (thumbnails, image paths): shared by requests on purpose,
+    as it holds catalog data, never anything of one request."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+
+class Categories:
+    """The catalog's categories, re-read from the store at most every ``ttl`` seconds: asked on
+    every filtered search, and a full scan of a large store."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._value: Optional[dict[str, int]] = None
+        self._read_at = 0.0
+
+    def get(self, engine: SearchEngine) -> dict[str, int]:
+        now = time.monotonic()
+        if self._value is None or now - self._read_at > self.ttl:
+            self._value, self._read_at = engine.store.categories(), now
+        return self._value
+
+
+async def run_cpu(request: Request, func: Callable[..., T], *args: Any) -> T:
+    """Run blocking work in a worker thread, within the app's concurrency limit."""
+    return await anyio.to_thread.run_sync(func, *args, limiter=request.app.state.cpu_limiter)
+
+
+def create_app(engine_or_db: Union[SearchEngine, str, os.PathLike], settings: Optional[Settings] = None) -> FastAPI:
+    """The web app over an open engine, or over the index at a path (opened here, with its
+    models loaded and the store warmed, so the first request is as fast as the rest)."""
+    from fashion_search.web.api import router  # routes import this module's helpers
+
+    settings = settings or Settings()
+    owned = not isinstance(engine_or_db, SearchEngine)
+    engine = SearchEngine.open(engine_or_db, warm=True) if owned else engine_or_db
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Per event loop: a limiter belongs to the loop that serves the requests.
+        app.state.cpu_limiter = anyio.CapacityLimiter(settings.search_threads)
+        try:
+            yield
+        finally:
+            if owned:
+                engine.close()
+
+    try:
+        from fastapi_offline import FastAPIOffline as _FastAPI  # Swagger UI without a CDN
+    except ImportError:  # pragma: no cover - the dependency is declared; docs then use a CDN
+        _FastAPI = FastAPI
+    app = _FastAPI(
+        title="fashion-search",
+        summary="Visual search for fashion catalogs: find the products that look like the clothes in a photo.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.cpu_limiter = anyio.CapacityLimiter(settings.search_threads)
+    app.state.thumbnails = LruCache(settings.thumbnail_cache_entries)
+    app.state.image_paths = LruCache(max(settings.thumbnail_cache_entries, 4096))
+    app.state.categories = Categories(settings.categories_ttl_s)
+
+    install_error_handlers(app)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    # Outermost last: the size limit acts before anything reads the body.
+    app.add_middleware(CatchAll)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app
+
+
+def _version() -> str:
+    from fashion_search import __version__
+
+    return __version__

@@ -1,0 +1,160 @@
+"""Every error as one JSON shape, ``{"error": {"code", "message"}}``, logged exactly once.
+
+Clients never see a stack trace: unexpected exceptions become a bare 500 here and their
+traceback goes to the log, and nothing re-raises them to the server (which would log them a
+second time).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("fashion_search.web")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large", 415: "not_an_image"}
+
+
+class ApiError(Exception):
+    """A request that cannot be served, with the status and code the client gets."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def too_large_message(limit: int) -> str:
+    size = f"{limit / 2**20:.0f} MB" if limit >= 2**20 else f"{limit / 1024:.0f} KB"
+    return f"upload larger than the {size} limit"
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _log_client_error(scope: Scope, status: int, code: str, message: str) -> None:
+    log.warning("%s %s -> %d %s: %s", scope.get("method"), scope.get("path"), status, code, message)
+
+
+# Set in the scope of a request whose body passed the limit: its 413 is logged, not the
+# parse error that the framework raises on the way.
+_TOO_LARGE = "fashion_search.body_too_large"
+
+
+def _reply(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    if not request.scope.get(_TOO_LARGE):
+        _log_client_error(request.scope, status, code, message)
+    return JSONResponse(error_body(code, message), status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _reply(request, exc.status, exc.code, exc.message)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return _reply(request, exc.status_code, code, str(exc.detail))
+
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _reply(request, 422, "invalid_request", _validation_message(exc))
+
+    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_body(code, message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class CatchAll:
+    """Turns an unexpected exception into a JSON 500 and logs its traceback once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception:
+            log.exception("%s %s -> 500: unexpected error", scope.get("method"), scope.get("path"))
+            if not started:
+                await _send_error(send, 500, "internal_error", "internal server error; it has been logged")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Refuses request bodies over ``max_bytes`` (+ ``slack`` for the multipart envelope) with
+    a 413 before they are buffered: at once when Content-Length says so, else as soon as the
+    streamed body passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, slack: int = 64 * 1024) -> None:
+        self.app = app
+        self.limit = max_bytes
+        self.max_bytes = max_bytes + slack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = too_large_message(self.limit)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            _log_client_error(scope, 413, "upload_too_large", message)
+            await _send_error(send, 413, "upload_too_large", message)
+            return
+        received = 0
+        exceeded = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = scope[_TOO_LARGE] = True
+                    raise _BodyTooLarge()
+            return event
+
+        async def guarded_send(event: Message) -> None:
+            # The body parser turns our exception into its own 400; the client gets the 413.
+            if not exceeded:
+                await send(event)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            pass
+        if exceeded:
+            _log_client_error(scope, 413, "upload_too_large", message)
+            await _send_error(send, 413, "upload_too_large", message)

@@ -1,0 +1,91 @@
+"""What the HTTP API returns: the JSON shapes that the OpenAPI schema at ``/docs`` documents.
+
+Search responses keep the CLI's ``--json`` schema (``query``, ``garments`` with ``label``,
+``score``, ``box``, ``results``, and ``timings_ms``), except that a result's ``image`` is the URL
+the server shows that catalog image at rather than a path on the server's disk, and each
+result also carries its ``image_id`` and a ``thumbnail`` URL.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable reason, e.g. `upload_too_large`, `not_an_image`")
+    message: str = Field(description="what went wrong, for people")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Mask(BaseModel):
+    """A garment's pixels: uncompressed run-length encoding of the boolean mask in row-major
+    order; runs alternate starting with False (the first count may be 0)."""
+
+    size: list[int] = Field(description="[height, width]")
+    counts: list[int]
+
+
+class ProductHit(BaseModel):
+    product_id: str
+    category: str
+    image: str = Field(description="URL of the best-matching view of the product")
+    thumbnail: str = Field(description="URL of a small JPEG of that view")
+    image_id: str
+    score: float = Field(description="cosine similarity of that view, higher is closer")
+    metadata: dict[str, Any]
+
+
+class GarmentMatches(BaseModel):
+    label: str = Field(description="garment class, or `item`/`image` for the model-free detectors")
+    score: float
+    box: list[int] = Field(description="[x1, y1, x2, y2] in pixels of the upright photo, x2/y2 exclusive")
+    mask: Optional[Mask] = None
+    results: list[ProductHit]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    query_image: Optional[str] = Field(None, description="URL of the catalog image used as the query (more like this)")
+    garments: list[GarmentMatches]
+    timings_ms: dict[str, float]
+
+
+class Category(BaseModel):
+    name: str
+    products: int
+
+
+class CategoriesResponse(BaseModel):
+    categories: list[Category]
+
+
+class StoredGarment(BaseModel):
+    label: str
+    box: list[float]
+
+
+class ProductImage(BaseModel):
+    image_id: str
+    image: str
+    thumbnail: str
+    garments: list[StoredGarment]
+
+
+class ProductResponse(BaseModel):
+    product_id: str
+    category: str
+    metadata: dict[str, Any]
+    images: list[ProductImage]
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="`ok`, or `unavailable` when the store cannot be read")
+    store_reachable: bool
+    models_loaded: bool
+    index_garments: int = Field(description="garments in the index (rows of the store)")
+    embedder: str
+    detector: str

@@ -1,0 +1,30 @@
+"""``fashion-search serve``: the command wires the index and the limits into the app."""
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fashion_search import SearchEngine, load_catalog
+from fashion_search.cli import main
+from fashion_search.pipeline import Component
+
+
+def test_serve_opens_the_index_once_and_runs_uvicorn_on_the_given_address(tiny_catalog, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    db = tmp_path / "db.lance"
+    SearchEngine.create(db, embedder=Component("test-pixels", {})).index(load_catalog(folder=tiny_catalog))
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    assert main(["serve", "--db", str(db), "--port", "8123", "--max-upload-mb", "2", "--threads", "3"]) == 0
+    assert served["host"] == "127.0.0.1" and served["port"] == 8123
+    assert "http://127.0.0.1:8123/" in capsys.readouterr().err
+    app = served["app"]
+    assert app.state.settings.max_upload_bytes == 2 * 2**20 and app.state.settings.search_threads == 3
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["index_garments"] == 5
+
+
+def test_serve_without_an_index_says_how_to_build_one(tmp_path, capsys):
+    assert main(["serve", "--db", str(tmp_path / "missing.lance")]) == 2
+    assert "fashion-search index" in capsys.readouterr().err
