@@ -64,8 +64,9 @@ def server(zalora_photos: list[Path], tmp_path_factory: pytest.TempPathFactory) 
     import uvicorn
 
     zalora = zalora_photos[0].parents[2]
-    chosen = set(zalora_photos[::6])
+    chosen = {p.resolve() for p in zalora_photos[::6]}  # catalog items carry resolved paths
     items = [item for item in load_catalog(folder=zalora) if item.path in chosen]
+    assert items, f"no catalog items matched under {zalora}"
     db = tmp_path_factory.mktemp("browser") / "zalora.lance"
     SearchEngine.create(db, embedder=Component("test-pixels", {})).index(items)
     port = free_port()

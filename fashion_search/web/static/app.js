@@ -222,10 +222,20 @@
     const small = document.createElement("small");
     small.textContent = `${g.results.length} product${g.results.length === 1 ? "" : "s"}`;
     heading.append(swatch, garmentName(g, i), " ", small);
+    section.append(heading);
+    if (!g.results.length) {
+      const none = document.createElement("p");
+      none.className = "no-results";
+      none.textContent = els.category.value
+        ? "No similar products in this category. Try “All categories”."
+        : "No similar products in the catalog.";
+      section.append(none);
+      return section;
+    }
     const grid = document.createElement("ul");
     grid.className = "grid";
     for (const r of g.results) grid.append(card(r));
-    section.append(heading, grid);
+    section.append(grid);
     return section;
   }
 
