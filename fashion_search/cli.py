@@ -39,6 +39,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedder", help=f"feature model, one of: {', '.join(EMBEDDERS.names())} (default: {DEFAULT_EMBEDDER})")
     parser.add_argument("--weights", help="local weights file for embedders that need one (resnet152)")
     parser.add_argument("--detector", help=f"garment detector, one of: {', '.join(DETECTORS.names())} (default: {DEFAULT_DETECTOR})")
+    parser.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="option for the detector, repeatable (e.g. weights=maskrcnn.pth classes=deepfashion2)")
 
 
 def _components(args: argparse.Namespace) -> tuple[Optional[Component], Optional[Component]]:
@@ -48,7 +50,16 @@ def _components(args: argparse.Namespace) -> tuple[Optional[Component], Optional
     if args.embedder:
         options = {"weights": str(Path(args.weights).expanduser().resolve())} if args.weights else {}
         embedder = Component(args.embedder, options)
-    detector = Component(args.detector, {}) if args.detector else None
+    if args.detector_option and not args.detector:
+        raise UsageError("--detector-option needs --detector NAME (e.g. --detector maskrcnn)")
+    options = {}
+    for option in args.detector_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--detector-option takes KEY=VALUE, not {option!r}")
+        # Absolute, so that searches run from another folder find the files the index was made with.
+        options[key.strip()] = str(Path(value).expanduser().resolve()) if Path(value).expanduser().is_file() else value
+    detector = Component(args.detector, options) if args.detector else None
     return embedder, detector
 
 

@@ -67,6 +67,7 @@ DETECTORS: Registry = Registry(
     {
         "foreground": "fashion_search.garments.foreground",
         "whole-image": "fashion_search.garments.foreground",
+        "maskrcnn": "fashion_search.garments.maskrcnn",
     },
 )
 # Stores are keyed by URI scheme; a bare path means the embedded default.

@@ -36,7 +36,7 @@ class MissingDependencyError(ImportError):
 
 
 class CheckpointError(ValueError):
-    """The weights file is not a usable ResNet-152 checkpoint."""
+    """A weights file is not a usable checkpoint of the model asked for."""
 
 
 if torch is not None:
@@ -142,13 +142,11 @@ def _extract_state_dict(checkpoint: Any, path: Path) -> dict[str, "torch.Tensor"
     # DataParallel / DistributedDataParallel checkpoints prefix every key with "module.".
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    # The classifier is dropped anyway, and fine-tuned checkpoints may have any class count.
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return state
 
 
-def load_backbone(weights: Path) -> "nn.Module":
-    """ResNet-152 from a checkpoint, without its classifier: outputs 2048-d pooled features."""
-    _require_torch()
+def load_state_dict(weights: Path) -> dict[str, "torch.Tensor"]:
+    """The state_dict in a checkpoint file, unwrapped from the usual training containers."""
     try:
         # weights_only: a .pth is a pickle, and an untrusted one could run code when loaded.
         checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
@@ -157,7 +155,14 @@ def load_backbone(weights: Path) -> "nn.Module":
             f"cannot load {weights} as a weights-only PyTorch checkpoint ({exc}); save just the "
             "model's state_dict: torch.save(model.state_dict(), path)"
         ) from exc
-    state = _extract_state_dict(checkpoint, weights)
+    return _extract_state_dict(checkpoint, weights)
+
+
+def load_backbone(weights: Path) -> "nn.Module":
+    """ResNet-152 from a checkpoint, without its classifier: outputs 2048-d pooled features."""
+    _require_torch()
+    # The classifier is dropped anyway, and fine-tuned checkpoints may have any class count.
+    state = {k: v for k, v in load_state_dict(weights).items() if not k.startswith("fc.")}
     model = build_resnet152()
     model.fc = nn.Identity()
     result = model.load_state_dict(state, strict=False)
@@ -221,4 +226,5 @@ __all__ = [
     "ResNetEmbedder",
     "build_resnet152",
     "load_backbone",
+    "load_state_dict",
 ]
