@@ -13,10 +13,14 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fashion_search import SearchEngine, load_catalog
+from fashion_search.garments import Garment, GarmentDetector
 from fashion_search.pipeline import Component
+from fashion_search.registry import DETECTORS
 from fashion_search.web import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +44,24 @@ def _require_browser() -> None:
         pytest.skip(reason)
 
 
+class HalvesDetector(GarmentDetector):
+    """Two garments per photo, a boxed top half and a masked bottom half: what the page must
+    show for a multi-garment detector, decided here rather than by a model."""
+
+    name = "test-halves"
+
+    def detect(self, image: Image.Image) -> list[Garment]:
+        w, h = image.size
+        mask = np.zeros((h, w), bool)
+        mask[h // 2:, w // 4: 3 * w // 4] = True
+        return [Garment("top", 0.9, (0, 0, w, h // 2)), Garment("skirt", 0.8, (w // 4, h // 2, 3 * w // 4, h), mask=mask)]
+
+
+@DETECTORS.register("test-halves")
+def _halves(**options: object) -> GarmentDetector:
+    return HalvesDetector()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,8 +80,9 @@ def zalora_photos() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def server(zalora_photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A uvicorn server on a free loopback port over a small Zalora index (the fast test embedder
-    and the real detector: this test is about the page, not about ranking)."""
+    """A uvicorn server on a free loopback port over a small Zalora index, built with the fast
+    test embedder and the two-garment detector above: these tests are about the page, not about
+    ranking (the README's screenshots and the server benchmark use the real models)."""
     _require_browser()
     import uvicorn
 
@@ -68,7 +91,7 @@ def server(zalora_photos: list[Path], tmp_path_factory: pytest.TempPathFactory) 
     items = [item for item in load_catalog(folder=zalora) if item.path in chosen]
     assert items, f"no catalog items matched under {zalora}"
     db = tmp_path_factory.mktemp("browser") / "zalora.lance"
-    SearchEngine.create(db, embedder=Component("test-pixels", {})).index(items)
+    SearchEngine.create(db, embedder=Component("test-pixels", {}), detector=Component("test-halves", {})).index(items)
     port = free_port()
     config = uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
@@ -116,8 +139,10 @@ def screenshot(page, name: str) -> None:
 def test_uploading_a_photo_shows_outlined_garments_and_result_cards(page, zalora_photos):
     page.set_input_files("#file", str(zalora_photos[1]))
     page.wait_for_selector(".result-card img")
-    assert page.locator("#photo-boxes g.garment").count() >= 1
-    assert page.locator(".garment-results").count() == page.locator("#photo-boxes g.garment").count()
+    assert page.locator("#photo-boxes g.garment").count() == 2
+    assert page.locator(".garment-results").count() == 2
+    labels = page.locator("#photo-boxes text").all_text_contents()
+    assert labels == ["1. top", "2. skirt"]
     cards = page.locator(".result-card")
     assert cards.count() >= 1
     first = cards.first
@@ -173,3 +198,29 @@ def test_the_page_is_usable_from_the_keyboard(page, zalora_photos):
     page.locator(".result-card .more").first.focus()
     page.keyboard.press("Enter")
     page.wait_for_function("() => document.querySelector('#photo-caption').textContent.startsWith('More like')")
+
+
+def test_api_docs_render_from_local_assets(browser, server):
+    context = browser.new_context()
+    page = context.new_page()
+    external: list[str] = []
+    page.on("request", lambda r: external.append(r.url) if not r.url.startswith(server) and
+            not r.url.startswith("data:") else None)
+    page.goto(f"{server}/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
+    assert "/api/search" in page.inner_text(".swagger-ui")
+    assert external == []  # no CDN: the docs work on a machine without internet
+    context.close()
+
+
+def test_clicking_a_garment_shows_only_its_results(page, zalora_photos):
+    page.set_input_files("#file", str(zalora_photos[1]))
+    page.wait_for_selector(".result-card")
+    sections = page.locator(".garment-results")
+    page.get_by_role("button", name="2. skirt").click()
+    assert sections.nth(0).is_hidden() and sections.nth(1).is_visible()
+    assert page.get_attribute(".chip[data-index='1']", "aria-pressed") == "true"
+    page.locator("#photo-boxes rect.box").nth(0).click()  # on the photo itself
+    assert sections.nth(0).is_visible() and sections.nth(1).is_hidden()
+    page.get_by_role("button", name="All garments").click()
+    assert sections.nth(0).is_visible() and sections.nth(1).is_visible()
