@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fashion_search.embed import Embedder, l2_normalise
-from fashion_search.registry import EMBEDDERS
+from fashion_search.registry import DETECTORS, EMBEDDERS
 
 SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
 
@@ -84,3 +84,34 @@ def tiny_catalog(tmp_path: Path) -> Path:
         for n, image in enumerate(images):
             image.save(folder / f"view{n}.jpg" if n == 0 else folder / f"VIEW{n}.PNG")
     return root
+
+
+COLOUR_CLASSES = {"skirt": (220, 20, 20), "top": (20, 20, 220), "footwear": (20, 200, 20)}
+
+
+class ColourGarmentDetector:
+    """A stand-in for the garment parser: pixels close to a class's colour are that garment, so
+    tests control exactly which garments a photo holds."""
+
+    name = "test-colour-garments"
+
+    def detect(self, image: Image.Image):
+        from fashion_search.garments import Garment
+
+        rgb = np.asarray(image.convert("RGB"), np.int16)
+        found = []
+        for label, colour in COLOUR_CLASSES.items():
+            mask = np.abs(rgb - np.array(colour)).max(axis=2) < 40
+            if mask.sum() >= 4:
+                rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+                box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+                found.append(Garment(label=label, score=0.9, box=box, mask=mask))
+        return sorted(found, key=lambda g: -g.mask.sum())
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+
+@DETECTORS.register("test-colour-garments")
+def _colour_garments(**options: object):
+    return ColourGarmentDetector()

@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 from fashion_search.catalog import CatalogError, CsvColumns, load_catalog
 from fashion_search.engine import EmptyIndexError, SearchEngine
 from fashion_search.evaluation import evaluate_index
-from fashion_search.images import ImageError
+from fashion_search.images import ImageError, load_image
 from fashion_search.indexing import IndexMismatchError
-from fashion_search.pipeline import Component
+from fashion_search.pipeline import CROP_MODES, DEFAULT_CROP, Component
 from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, UnknownComponentError
 
 log = logging.getLogger("fashion_search")
@@ -41,6 +41,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", help=f"garment detector, one of: {', '.join(DETECTORS.names())} (default: {DEFAULT_DETECTOR})")
     parser.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
                         help="option for the detector, repeatable (e.g. weights=maskrcnn.pth classes=deepfashion2)")
+
+
+def _add_crop_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--crop", choices=CROP_MODES,
+                        help=f"what of a garment is embedded: its box, or its box with everything outside its mask "
+                             f"painted white (default for new indexes: {DEFAULT_CROP})")
 
 
 def _components(args: argparse.Namespace) -> tuple[Optional[Component], Optional[Component]]:
@@ -75,7 +81,7 @@ def _catalog(args: argparse.Namespace):
 def cmd_index(args: argparse.Namespace) -> int:
     items = _catalog(args)
     embedder, detector = _components(args)
-    engine = SearchEngine.create(args.db, embedder, detector)
+    engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop)
     print(f"indexing {len(items)} catalog images into {args.db}", file=sys.stderr)
     try:
         report = engine.index(items, batch_size=args.batch_size, prune=not args.keep_missing)
@@ -109,7 +115,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     failures = 0
     for image in args.images:
         try:
-            result = engine.search(image, k=args.k, category=args.category).to_dict()
+            result = engine.search(image, k=args.k, category=args.category, same_class=not args.any_class).to_dict()
         except ImageError as exc:
             failures += 1
             result = {"query": image, "error": str(exc)}
@@ -125,7 +131,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     items = _catalog(args)
     embedder, detector = _components(args)
-    engine = SearchEngine.create(args.db, embedder, detector)
+    engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop)
     report = engine.index(items, batch_size=args.batch_size, prune=False)
     if report.indexed:
         print(f"indexed {report.indexed} images first ({report.images_per_second:.1f} img/s)", file=sys.stderr)
@@ -134,6 +140,58 @@ def cmd_eval(args: argparse.Namespace) -> int:
     precision_at = [int(k) for k in args.precision_at.split(",")]
     result = evaluate_index(items, engine.store, recall_at=recall_at, labels=labels, precision_at=precision_at)
     print(json.dumps(result.to_dict()) if args.json else result.table())
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from fashion_search.garments import create_detector, encode_mask
+    from fashion_search.garments.drawing import draw_garments
+
+    _, detector_spec = _components(args)
+    detector = create_detector(detector_spec.name if detector_spec else DEFAULT_DETECTOR,
+                               **(detector_spec.options if detector_spec else {}))
+    if args.draw and len(args.images) > 1:
+        raise UsageError("--draw takes one image at a time")
+    failures = 0
+    for image_path in args.images:
+        try:
+            picture = load_image(image_path)
+        except ImageError as exc:
+            failures += 1
+            print(json.dumps({"image": image_path, "error": str(exc)}) if args.json else f"== {image_path}\n  error: {exc}")
+            continue
+        garments = detector.detect(picture)
+        if args.json:
+            print(json.dumps({
+                "image": image_path, "size": [picture.width, picture.height],
+                "garments": [{"label": g.label, "score": g.score, "box": list(g.box),
+                              "mask": encode_mask(g.mask) if g.mask is not None else None} for g in garments],
+            }))
+        else:
+            print(f"== {image_path}  ({len(garments)} garments)")
+            area = picture.width * picture.height
+            for g in garments:
+                share = f"{g.mask.sum() / area:6.1%} of the photo" if g.mask is not None else ""
+                print(f"  {g.label:<10} {g.score:.2f}  box={list(g.box)}  {share}")
+        if args.draw:
+            draw_garments(picture, garments).save(args.draw)
+            print(f"drawn to {args.draw}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_train_parser(args: argparse.Namespace) -> int:
+    try:
+        from fashion_search.garments.training.train import TrainConfig, train_parser
+    except ImportError as exc:
+        raise ImportError(f"training needs the export extra: pip install 'fashion-search[export]' ({exc})") from exc
+
+    logging.getLogger("fashion_search").setLevel(logging.INFO)
+    config = TrainConfig(ccp_root=args.ccp, kaggle_root=args.kaggle, output=args.output, epochs=args.epochs,
+                         batch_size=args.batch_size, products_per_class=args.products_per_class, seed=args.seed,
+                         threads=args.threads, limit=args.limit)
+    report = train_parser(config)
+    print(json.dumps({k: report[k] for k in ("minutes", "train_examples")} | {"last": report["history"][-1]}))
+    print(f"model: {Path(args.output) / 'garment_parser.onnx'}", file=sys.stderr)
     return 0
 
 
@@ -182,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_catalog_args(p)
     p.add_argument("--db", required=True, help="index location: a path or lancedb://path")
     _add_model_args(p)
+    _add_crop_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--keep-missing", action="store_true", help="keep indexed images that are no longer in the catalog")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -192,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True)
     p.add_argument("-k", type=int, default=12, help="results per garment (default 12)")
     p.add_argument("--category", help="only products of this catalog category")
+    p.add_argument("--any-class", action="store_true",
+                   help="let a garment match catalog items of any garment class (default: the same class only)")
     p.add_argument("--json", action="store_true", help="one JSON object per query image per line")
     _add_model_args(p)
     p.set_defaults(func=cmd_search)
@@ -200,12 +261,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_catalog_args(p, positional=False)
     p.add_argument("--db", required=True)
     _add_model_args(p)
+    _add_crop_arg(p)
     p.add_argument("--labels", default="category", help="comma-separated label columns for precision (default: category)")
     p.add_argument("--recall-at", default="1,5,10")
     p.add_argument("--precision-at", default="5,10")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("detect", help="find, classify and segment the garments in photos (no index needed)")
+    p.add_argument("images", nargs="+", help="photo(s)")
+    p.add_argument("--draw", metavar="OUT.png", help="save the photo with each garment outlined and labelled")
+    p.add_argument("--json", action="store_true", help="one JSON object per photo, masks run-length encoded")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("train-parser", help="train the garment parser on Clothing Co-Parsing (+ product shots)")
+    p.add_argument("--ccp", required=True, help="Clothing Co-Parsing folder (photos/, masks/, labels.csv)")
+    p.add_argument("--kaggle", help="folder of plain-background product shots with labels.csv (articleType)")
+    p.add_argument("--output", required=True, help="folder for the checkpoint, the ONNX model and training.json")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--products-per-class", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N street photos (smoke runs)")
+    p.set_defaults(func=cmd_train_parser)
 
     p = sub.add_parser("info", help="what an index holds")
     p.add_argument("--db", required=True)

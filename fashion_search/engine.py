@@ -9,7 +9,9 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from fashion_search.catalog import CatalogItem
-from fashion_search.garments import Garment
+from fashion_search.category_classes import CategoryClasses
+from fashion_search.garments import Garment, encode_mask
+from fashion_search.garments.taxonomy import GARMENT_CLASSES
 from fashion_search.images import ImageSource, load_image
 from fashion_search.indexing import IndexReport, index_catalog
 from fashion_search.pipeline import Component, GarmentPipeline, pipeline_from_manifest
@@ -53,10 +55,12 @@ class GarmentResult:
     results: list[ProductResult]
 
     def to_dict(self) -> dict[str, Any]:
+        mask = self.garment.mask
         return {
             "label": self.garment.label,
             "score": round(float(self.garment.score), 4),
             "box": [int(v) for v in self.garment.box],
+            "mask": encode_mask(mask) if mask is not None else None,
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -93,6 +97,7 @@ class SearchEngine:
     def __init__(self, store: VectorStore, pipeline: GarmentPipeline) -> None:
         self.store = store
         self.pipeline = pipeline
+        self._category_classes: Optional[CategoryClasses] = None
 
     @classmethod
     def open(
@@ -101,6 +106,7 @@ class SearchEngine:
         embedder: Optional[Component] = None,
         detector: Optional[Component] = None,
         warm: bool = False,
+        crop: Optional[str] = None,
     ) -> "SearchEngine":
         """Open an existing index, with the models it was built with (unless overridden).
 
@@ -111,7 +117,7 @@ class SearchEngine:
         manifest = store.read_manifest()
         if not manifest:
             raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
-        engine = cls(store, pipeline_from_manifest(manifest, embedder, detector))
+        engine = cls(store, pipeline_from_manifest(manifest, embedder, detector, crop))
         if warm:
             store.warm()
         return engine
@@ -122,22 +128,56 @@ class SearchEngine:
         db: str | os.PathLike,
         embedder: Optional[Component] = None,
         detector: Optional[Component] = None,
+        crop: Optional[str] = None,
     ) -> "SearchEngine":
         """Open an index for writing, creating it if needed; an existing index keeps its models."""
         probe = open_store(str(db))
         manifest = probe.read_manifest()
         if manifest:
-            pipeline = pipeline_from_manifest(manifest, embedder, detector)
+            pipeline = pipeline_from_manifest(manifest, embedder, detector, crop)
         else:
-            pipeline = GarmentPipeline(**{k: v for k, v in (("embedder", embedder), ("detector", detector)) if v})
+            chosen = (("embedder", embedder), ("detector", detector), ("crop", crop))
+            pipeline = GarmentPipeline(**{k: v for k, v in chosen if v})
         probe.close()
         return cls(open_store(str(db), dim=pipeline.dim), pipeline)
 
+    @property
+    def category_classes(self) -> CategoryClasses:
+        """Garment classes each catalog category holds, as learned at the last index run."""
+        if self._category_classes is None:
+            self._category_classes = CategoryClasses.from_dict(self.store.read_manifest().get("category_classes"))
+        return self._category_classes
+
     def index(self, items: Iterable[CatalogItem], **options: Any) -> IndexReport:
-        return index_catalog(items, self.store, self.pipeline, **options)
+        report = index_catalog(items, self.store, self.pipeline, **options)
+        self.learn_category_classes()
+        return report
+
+    def learn_category_classes(self) -> CategoryClasses:
+        """Re-learn which garment classes each category holds from what the index contains."""
+        learned = CategoryClasses.learn(self.store.iter_rows(with_vectors=False))
+        manifest = self.store.read_manifest()
+        manifest["category_classes"] = learned.to_dict()
+        self.store.write_manifest(manifest)
+        self._category_classes = learned
+        return learned
+
+    def class_filter(self, label: str, category: Optional[str], same_class: bool
+                     ) -> tuple[Optional[str | list[str]], Optional[str]]:
+        """The store filters (categories, garment label) a garment of class ``label`` searches.
+
+        With ``same_class``, a garment of a known class only meets catalog garments of that class
+        in the categories that hold it. An explicit ``category`` always wins over the learned ones.
+        """
+        if not same_class or label not in GARMENT_CLASSES:
+            return category, None
+        if category is not None:
+            return category, label
+        held = self.category_classes.categories_for(label)
+        return (held or None), label
 
     def _lookup(
-        self, vector: np.ndarray, k: int, category: Optional[str], exclude_product: Optional[str] = None,
+        self, vector: np.ndarray, k: int, category: Optional[str | list[str]], exclude_product: Optional[str] = None,
         label: Optional[str] = None,
     ) -> list[ProductResult]:
         # Over-fetch because several views of one product may crowd the top; widen until k
@@ -162,7 +202,10 @@ class SearchEngine:
         t2 = time.perf_counter()
         vectors = self.pipeline.embed_garments([picture], [garments])[0]
         t3 = time.perf_counter()
-        results = [GarmentResult(g, self._lookup(v, k, category)) for g, v in zip(garments, vectors)]
+        results = []
+        for garment, vector in zip(garments, vectors):
+            where, label = self.class_filter(garment.label, category, same_class)
+            results.append(GarmentResult(garment, self._lookup(vector, k, where, label=label)))
         t4 = time.perf_counter()
         timings.update(
             decode=(t1 - t0) * 1e3, detect=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3,
@@ -193,14 +236,11 @@ class SearchEngine:
         for hit in first:
             if hit.row_id not in vectors:  # re-indexed between the two reads
                 continue
-            # The model-free detectors' labels ("item", "image") name no garment class.
-            label = hit.label if same_class and hit.label not in _CLASSLESS_LABELS else None
             garment = Garment(label=hit.label, score=1.0, box=tuple(int(round(v)) for v in hit.box))
-            results.append(GarmentResult(garment, self._lookup(vectors[hit.row_id], k, category,
+            where, label = self.class_filter(hit.label, category, same_class)
+            results.append(GarmentResult(garment, self._lookup(vectors[hit.row_id], k, where,
                                                                 exclude_product=product_id, label=label)))
         t2 = time.perf_counter()
         timings = {"fetch": (t1 - t0) * 1e3, "lookup": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
         return SearchResult(query=f"product:{product_id}", garments=results, timings_ms=timings)
 
-
-_CLASSLESS_LABELS = frozenset({"item", "image"})

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fashion_search.catalog import CatalogItem
+from fashion_search.category_classes import CategoryClasses
 from fashion_search.store import VectorStore
 
 
@@ -55,12 +56,19 @@ class EvaluationReport:
 
 
 def _image_vectors(store: VectorStore, wanted: set[str]) -> dict[str, np.ndarray]:
-    """One vector per catalog image: its most confident garment."""
-    best: dict[str, tuple[float, np.ndarray]] = {}
+    """One vector per catalog image: the garment that is its product. That is the largest
+    garment of a class its category holds (a shirt photo also shows the model's trousers), else
+    the largest garment; model-free detectors give one garment per image anyway."""
+    classes = CategoryClasses.from_dict(store.read_manifest().get("category_classes"))
+    best: dict[str, tuple[tuple[bool, float], np.ndarray]] = {}
     for row in store.iter_rows(with_vectors=True):
         image_id = row["image_id"]
-        if image_id in wanted and (image_id not in best or row["score"] > best[image_id][0]):
-            best[image_id] = (row["score"], np.asarray(row["vector"], np.float32))
+        if image_id not in wanted:
+            continue
+        x1, y1, x2, y2 = row["box"]
+        rank = (row["label"] in classes.classes_of(row["category"]), (x2 - x1) * (y2 - y1) * row["score"])
+        if image_id not in best or rank > best[image_id][0]:
+            best[image_id] = (rank, np.asarray(row["vector"], np.float32))
     return {k: v for k, (_, v) in best.items()}
 
 

@@ -61,8 +61,8 @@ def _check_manifest(store: VectorStore, pipeline: GarmentPipeline) -> None:
     if not manifest:
         store.write_manifest(wanted)
         return
-    for key in ("embedder", "detector", "dim"):
-        if manifest.get(key) != wanted[key]:
+    for key in ("embedder", "detector", "dim", "crop"):
+        if manifest.get(key, "box" if key == "crop" else None) != wanted[key]:
             raise IndexMismatchError(
                 f"index at {store.uri} was built with {key} {manifest.get(key)!r}, not {wanted[key]!r}; "
                 "index into a new --db (vectors from different models are not comparable)"

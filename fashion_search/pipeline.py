@@ -31,6 +31,13 @@ class Component:
         return cls(name=data["name"], options=dict(data.get("options") or {}))
 
 
+# How a garment is cut out for embedding: its box as photographed, or its box with everything
+# outside its mask (backdrop, skin, other garments) painted white like a product-shot backdrop.
+CROP_MODES = ("box", "masked")
+DEFAULT_CROP = "masked"
+WHITE = (255, 255, 255)
+
+
 class GarmentPipeline:
     """Detector + embedder, created once per process and reused for every image."""
 
@@ -38,9 +45,13 @@ class GarmentPipeline:
         self,
         embedder: Component = Component(DEFAULT_EMBEDDER, {}),
         detector: Component = Component(DEFAULT_DETECTOR, {}),
+        crop: str = DEFAULT_CROP,
     ) -> None:
+        if crop not in CROP_MODES:
+            raise ValueError(f"unknown crop mode {crop!r}; choose one of {', '.join(CROP_MODES)}")
         self.embedder_spec = embedder
         self.detector_spec = detector
+        self.crop = crop
         self.embedder: Embedder = create_embedder(embedder.name, **embedder.options)
         self.detector: GarmentDetector = create_detector(detector.name, **detector.options)
 
@@ -51,7 +62,8 @@ class GarmentPipeline:
     def manifest(self) -> dict[str, Any]:
         # Options that only say where weights live are recorded too, so that search can
         # rebuild the same embedder from the index alone.
-        return {"embedder": self.embedder_spec.to_dict(), "detector": self.detector_spec.to_dict(), "dim": self.dim}
+        return {"embedder": self.embedder_spec.to_dict(), "detector": self.detector_spec.to_dict(), "dim": self.dim,
+                "crop": self.crop}
 
     def detect(self, image: Image.Image) -> list[Garment]:
         garments = self.detector.detect(image)
@@ -59,7 +71,8 @@ class GarmentPipeline:
 
     def crop_garments(self, image: Image.Image, garments: Sequence[Garment]) -> list[Image.Image]:
         """What the embedder sees of each garment."""
-        return [g.crop(image) for g in garments]
+        background = WHITE if self.crop == "masked" else None
+        return [g.crop(image, background) for g in garments]
 
     def embed_crops(self, crops: Sequence[Sequence[Image.Image]]) -> list[np.ndarray]:
         """Vectors for each image's garment crops, embedded in one batch across images."""
@@ -79,8 +92,10 @@ class GarmentPipeline:
 
 
 def pipeline_from_manifest(manifest: dict[str, Any], embedder: Optional[Component] = None,
-                           detector: Optional[Component] = None) -> GarmentPipeline:
+                           detector: Optional[Component] = None, crop: Optional[str] = None) -> GarmentPipeline:
     return GarmentPipeline(
         embedder=embedder or Component.from_dict(manifest["embedder"]),
         detector=detector or Component.from_dict(manifest["detector"]),
+        # Indexes written before crop modes existed embedded plain boxes.
+        crop=crop or manifest.get("crop", "box"),
     )

@@ -65,6 +65,7 @@ EMBEDDERS: Registry = Registry(
 DETECTORS: Registry = Registry(
     "garment detector",
     {
+        "parser": "fashion_search.garments.parser",
         "foreground": "fashion_search.garments.foreground",
         "whole-image": "fashion_search.garments.foreground",
         "maskrcnn": "fashion_search.garments.maskrcnn",

@@ -49,7 +49,7 @@ def test_json_schema_has_query_garments_and_timings(engine, tmp_path):
     data = json.loads(json.dumps(engine.search(path, k=2).to_dict()))
     assert data["query"] == str(path)
     garment = data["garments"][0]
-    assert set(garment) == {"label", "score", "box", "results"} and len(garment["box"]) == 4
+    assert set(garment) == {"label", "score", "box", "mask", "results"} and len(garment["box"]) == 4
     assert set(garment["results"][0]) == {"product_id", "category", "image", "score", "metadata"}
     assert {"decode", "detect", "embed", "lookup", "total"} <= set(data["timings_ms"])
 

@@ -52,8 +52,30 @@ def whole_image(image: Image.Image, label: str = "image", score: float = 1.0) ->
     return Garment(label=label, score=score, box=(0, 0, image.width, image.height))
 
 
+def encode_mask(mask: np.ndarray) -> dict:
+    """A boolean mask as uncompressed run-length encoding, row-major: ``{"size": [h, w],
+    "counts": [...]}`` with runs alternating False/True, starting with False (the first run may
+    be 0). Compact for garment-shaped masks and decodable in a few lines of JavaScript."""
+    flat = np.asarray(mask, dtype=bool).ravel()
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts.insert(0, 0)
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def decode_mask(rle: dict) -> np.ndarray:
+    height, width = rle["size"]
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    if counts.sum() != height * width:
+        raise ValueError(f"mask runs cover {counts.sum()} pixels, not {height}x{width}")
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape(height, width)
+
+
 def create_detector(name: str = DEFAULT_DETECTOR, **options: object) -> GarmentDetector:
     return DETECTORS.create(name, **options)
 
 
-__all__ = ["Garment", "GarmentDetector", "create_detector", "whole_image"]
+__all__ = ["Garment", "GarmentDetector", "create_detector", "decode_mask", "encode_mask", "whole_image"]

@@ -77,13 +77,13 @@ class VectorStore(ABC):
         self,
         vector: np.ndarray,
         k: int,
-        category: Optional[str] = None,
+        category: Optional[str | Sequence[str]] = None,
         label: Optional[str] = None,
         exclude_product: Optional[str] = None,
     ) -> list[Hit]:
         """The ``k`` stored garments nearest to ``vector``, optionally only of one catalog
-        ``category`` and/or garment ``label``; filters are applied before ranking so they
-        never cost recall."""
+        ``category`` (or any of several) and/or garment ``label``; filters are applied before
+        ranking so they never cost recall."""
 
     @abstractmethod
     def count(self) -> int:

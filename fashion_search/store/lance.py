@@ -433,7 +433,7 @@ class LanceVectorStore(VectorStore):
         self,
         vector: np.ndarray,
         k: int,
-        category: Optional[str] = None,
+        category: Optional[str | Sequence[str]] = None,
         label: Optional[str] = None,
         exclude_product: Optional[str] = None,
     ) -> list[Hit]:
@@ -443,8 +443,12 @@ class LanceVectorStore(VectorStore):
         if query_vector.shape[0] != self.dim:
             raise ValueError(f"query must be {self.dim}-d, got {query_vector.shape[0]}-d")
         narrow = []
-        if category is not None:
+        if isinstance(category, str):
             narrow.append(f"category = {sql_str(category)}")
+        elif category is not None:
+            if not category:
+                return []
+            narrow.append(sql_in("category", sorted(category)))
         if label is not None:
             narrow.append(f"label = {sql_str(label)}")
         excluded = [f"product_id != {sql_str(exclude_product)}"] if exclude_product is not None else []

@@ -1,0 +1,92 @@
+"""The garment classes shoppers search by, and how source data sets' labels map onto them.
+
+The parser predicts one of ``PARSER_CLASSES`` per pixel. Three of them are not garments
+(``background``, ``skin``, ``hair``) and are never returned as search targets; the rest are.
+
+Mapping decisions (Clothing Co-Parsing's 59 labels), and why:
+
+- ``vest`` and ``suit`` -> ``outerwear``: in CCP both mark a tailored layer worn over a top
+  (waistcoats, suit jackets), and a shopper who photographs one wants jackets back, not T-shirts.
+- ``sweatshirt`` and ``hoodie`` -> ``knitwear`` rather than ``top``: they are bought as warm
+  layers and look like jumpers at photo resolution; ``cardigan`` likewise, not ``outerwear``.
+- ``romper`` (and jumpsuits) -> ``dress``: one-piece garments covering top and bottom; the class is
+  named after its most common member.
+- ``leggings`` -> ``trousers``; ``stockings``, ``tights``, ``socks`` -> ``legwear`` (sheer or
+  knitted, sold apart from trousers).
+- ``wallet`` and ``purse`` -> ``bag``; ``tie`` -> ``scarf`` (both worn around the neck).
+- Jewellery, watches, gloves, the catch-all ``accessories`` and underwear/swimwear (2 images of
+  800 in CCP, too few to learn) are *ignored* in training: their pixels count neither for nor
+  against any class, because calling a bracelet ``skin`` or ``background`` would be equally wrong.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+PARSER_CLASSES: tuple[str, ...] = (
+    "background", "skin", "hair",
+    "top", "knitwear", "outerwear", "dress", "skirt", "trousers", "shorts", "legwear",
+    "footwear", "bag", "hat", "scarf", "belt", "eyewear",
+)
+NOT_GARMENTS = frozenset({"background", "skin", "hair"})
+GARMENT_CLASSES: tuple[str, ...] = tuple(c for c in PARSER_CLASSES if c not in NOT_GARMENTS)
+IGNORE = 255
+
+# Garments worn in pairs or made of separate pieces: their parts merge more readily.
+PAIRED_CLASSES = frozenset({"footwear", "legwear", "eyewear"})
+
+CCP_TO_CLASS: dict[str, Optional[str]] = {
+    "null": "background", "skin": "skin", "hair": "hair",
+    **{n: "top" for n in ("blouse", "shirt", "t-shirt", "top", "bodysuit")},
+    **{n: "knitwear" for n in ("sweater", "cardigan", "jumper", "sweatshirt", "hoodie")},
+    **{n: "outerwear" for n in ("coat", "jacket", "blazer", "cape", "vest", "suit")},
+    **{n: "dress" for n in ("dress", "romper")},
+    "skirt": "skirt",
+    **{n: "trousers" for n in ("pants", "jeans", "leggings")},
+    "shorts": "shorts",
+    **{n: "legwear" for n in ("stockings", "tights", "socks")},
+    **{n: "footwear" for n in ("shoes", "boots", "sandals", "loafers", "heels", "pumps", "sneakers",
+                               "flats", "wedges", "clogs")},
+    **{n: "bag" for n in ("bag", "purse", "wallet")},
+    "hat": "hat",
+    **{n: "scarf" for n in ("scarf", "tie")},
+    "belt": "belt",
+    **{n: "eyewear" for n in ("sunglasses", "glasses")},
+    **{n: None for n in ("accessories", "bracelet", "watch", "necklace", "ring", "earrings", "gloves",
+                         "bra", "panties", "intimate", "swimwear")},
+}
+
+# Kaggle (Myntra) article types -> parser class; used to add product shots to training and to
+# judge street-to-shop results. Article types that are no garment class (watches, perfume,
+# underwear) are absent.
+ARTICLE_TYPE_TO_CLASS: dict[str, str] = {
+    **{n: "top" for n in ("Tshirts", "Shirts", "Tops", "Kurtas", "Kurtis", "Tunics", "Innerwear Vests")},
+    **{n: "knitwear" for n in ("Sweaters", "Sweatshirts", "Shrug")},
+    **{n: "outerwear" for n in ("Jackets", "Blazers", "Waistcoat", "Rain Jacket", "Tracksuits")},
+    **{n: "dress" for n in ("Dresses", "Jumpsuit", "Nightdress")},
+    "Skirts": "skirt",
+    **{n: "trousers" for n in ("Trousers", "Jeans", "Track Pants", "Leggings", "Capris", "Lounge Pants",
+                               "Churidar")},
+    **{n: "shorts" for n in ("Shorts", "Lounge Shorts")},
+    **{n: "legwear" for n in ("Socks", "Stockings", "Tights")},
+    **{n: "footwear" for n in ("Casual Shoes", "Sports Shoes", "Heels", "Flip Flops", "Sandals",
+                               "Formal Shoes", "Flats", "Sports Sandals")},
+    **{n: "bag" for n in ("Handbags", "Wallets", "Backpacks", "Clutches", "Laptop Bag", "Duffel Bag",
+                          "Messenger Bag", "Mobile Pouch", "Rucksacks", "Waist Pouch")},
+    **{n: "hat" for n in ("Caps", "Hat")},
+    **{n: "scarf" for n in ("Scarves", "Mufflers", "Stoles", "Ties", "Dupatta")},
+    "Belts": "belt",
+    "Sunglasses": "eyewear",
+}
+
+
+def class_index(name: str) -> int:
+    return PARSER_CLASSES.index(name)
+
+
+def ccp_lookup_table(ccp_names: dict[int, str]) -> list[int]:
+    """A 256-entry table from CCP label ids to parser class ids (``IGNORE`` where unmapped)."""
+    table = [IGNORE] * 256
+    for label_id, name in ccp_names.items():
+        target = CCP_TO_CLASS.get(name)
+        table[label_id] = IGNORE if target is None else class_index(target)
+    return table

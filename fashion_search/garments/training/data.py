@@ -1,0 +1,116 @@
+"""Training examples for the garment parser: CCP street photos with per-pixel labels, plus
+plain-background product shots whose mask comes from the backdrop and whose class comes from
+the catalog's article type.
+
+Everything is decoded once into memory at a size just large enough for the strongest zoom, so
+an epoch costs only resizes and flips.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from fashion_search.garments.taxonomy import (
+    ARTICLE_TYPE_TO_CLASS,
+    IGNORE,
+    PARSER_CLASSES,
+    ccp_lookup_table,
+    class_index,
+)
+from fashion_search.garments.datasets import (
+    ccp_names,
+    is_kaggle_holdout,
+    load_ccp_photo,
+    product_mask,
+    skin_share,
+)
+from fashion_search.garments.parser import letterbox
+
+log = logging.getLogger(__name__)
+
+BACKGROUND = class_index("background")
+
+
+@dataclass
+class Example:
+    image: Image.Image  # RGB
+    labels: Image.Image  # "L", parser class ids (IGNORE where unknown)
+    kind: str  # "street" or "product"
+
+
+def load_ccp(ccp_root: Path, ids: list[int], max_height: Optional[int] = None) -> list[Example]:
+    table = ccp_lookup_table(ccp_names(ccp_root))
+    examples = []
+    for i in ids:
+        photo, labels = load_ccp_photo(ccp_root, i, table)
+        if max_height and photo.height > max_height:
+            size = (round(photo.width * max_height / photo.height), max_height)
+            photo, labels = photo.resize(size, Image.BILINEAR), labels.resize(size, Image.NEAREST)
+        examples.append(Example(photo, labels, "street"))
+    return examples
+
+
+def load_product_shots(
+    kaggle_root: Path, per_class: int, seed: int, holdout: bool = False, max_skin: float = 0.02
+) -> list[Example]:
+    """Plain-background product shots of garment article types, without a person in them."""
+    with open(kaggle_root / "labels.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["articleType"] in ARTICLE_TYPE_TO_CLASS]
+    rows = [r for r in rows if is_kaggle_holdout(r["id"]) == holdout]
+    rng = np.random.default_rng(seed)
+    rng.shuffle(rows)
+    taken: dict[str, int] = {}
+    examples = []
+    for row in rows:
+        cls = ARTICLE_TYPE_TO_CLASS[row["articleType"]]
+        if taken.get(cls, 0) >= per_class:
+            continue
+        try:
+            photo = Image.open(kaggle_root / row["image"]).convert("RGB")
+        except OSError:
+            continue
+        rgb = np.asarray(photo)
+        mask, uniformity = product_mask(rgb)
+        share = mask.mean()
+        if uniformity < 0.9 or not 0.03 < share < 0.95 or skin_share(rgb, mask) > max_skin:
+            continue
+        labels = np.full(mask.shape, BACKGROUND, np.uint8)
+        # Pale parts of a pale product can match the backdrop: inside the product's box, pixels
+        # outside the mask are unknown rather than background.
+        ys, xs = np.nonzero(mask)
+        labels[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = IGNORE
+        labels[mask] = class_index(cls)
+        examples.append(Example(photo, Image.fromarray(labels, "L"), "product"))
+        taken[cls] = taken.get(cls, 0) + 1
+    log.info("product shots: %d (%s)", len(examples), ", ".join(f"{k} {v}" for k, v in sorted(taken.items())))
+    return examples
+
+
+def augment(example: Example, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random view: zoom, placement, mirror and mild colour changes. Returns uint8 HxWx3
+    pixels and HxW labels."""
+    image, labels = example.image, example.labels
+    if example.kind == "street":
+        scale, offset = rng.uniform(0.75, 1.35), (rng.uniform(0, 1), rng.uniform(0, 1))
+    else:  # product shots appear anywhere from a thumbnail-in-a-frame to filling it
+        scale, offset = rng.uniform(0.45, 1.0), (rng.uniform(0, 1), rng.uniform(0, 1))
+    if rng.random() < 0.5:
+        image, labels = image.transpose(Image.FLIP_LEFT_RIGHT), labels.transpose(Image.FLIP_LEFT_RIGHT)
+    canvas, label_canvas, _ = letterbox(image, labels, size, scale, offset)
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        canvas = enhancer(canvas).enhance(rng.uniform(0.8, 1.2))
+    return np.asarray(canvas), np.asarray(label_canvas)
+
+
+def class_pixel_counts(examples: list[Example]) -> np.ndarray:
+    counts = np.zeros(len(PARSER_CLASSES), np.float64)
+    for example in examples:
+        hist = np.bincount(np.asarray(example.labels).ravel(), minlength=256)
+        counts += hist[: len(PARSER_CLASSES)]
+    return counts

@@ -1,0 +1,177 @@
+"""``fashion-search train-parser``: train the garment parser and export it to ONNX.
+
+Seeded end to end (data order, augmentation, initialisation), so a rerun on the same machine
+reproduces the same model; see the model card for the figures of the shipped one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fashion_search.embed.preprocess import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from fashion_search.garments.datasets import ccp_ids
+from fashion_search.garments.parser import letterbox
+from fashion_search.garments.taxonomy import IGNORE, PARSER_CLASSES
+from fashion_search.garments.training import data
+from fashion_search.garments.training.model import ParserExport, ParserNet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    ccp_root: str
+    kaggle_root: Optional[str]
+    output: str
+    epochs: int = 10
+    batch_size: int = 8
+    height: int = 448
+    width: int = 288
+    products_per_class: int = 60
+    lr: float = 2e-3
+    backbone_lr: float = 5e-4
+    weight_decay: float = 1e-4
+    frozen_blocks: int = 5
+    seed: int = 0
+    threads: int = 0
+    limit: int = 0  # train on the first N street photos only (smoke tests)
+
+
+def to_pixels(batch: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> the float NCHW the EfficientNet-Lite weights were trained on."""
+    mean = np.asarray(EFFICIENTNET_LITE_MEAN, np.float32)
+    std = np.asarray(EFFICIENTNET_LITE_STD, np.float32)
+    return torch.from_numpy(((batch.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy())
+
+
+def class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Square-root inverse frequency, relative to the median class: belts and sunglasses cover
+    0.1% of the pixels and would otherwise never be predicted."""
+    freq = counts / counts.sum()
+    present = freq > 0
+    weights = np.ones_like(freq)
+    weights[present] = np.sqrt(np.median(freq[present]) / freq[present])
+    return torch.tensor(np.clip(weights, 0.2, 5.0), dtype=torch.float32)
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray, n: int) -> np.ndarray:
+    keep = truth != IGNORE
+    return np.bincount(truth[keep].astype(np.int64) * n + pred[keep], minlength=n * n).reshape(n, n)
+
+
+def iou_per_class(matrix: np.ndarray) -> np.ndarray:
+    inter = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def validate(net: ParserNet, examples: list[data.Example], size: tuple[int, int]) -> dict[str, float]:
+    """Per-class IoU at the model's input resolution: a cheap progress signal. The reported
+    figures come from ``fashion_search.garments.evaluation`` on the exported model, at full
+    photo resolution."""
+    net.eval()
+    n = len(PARSER_CLASSES)
+    matrix = np.zeros((n, n), np.int64)
+    with torch.inference_mode():
+        for example in examples:
+            canvas, labels, _ = letterbox(example.image, example.labels, size)
+            logits = net(to_pixels(np.asarray(canvas)[None]))
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            matrix += confusion(logits.argmax(1)[0].numpy().astype(np.int64), np.asarray(labels), n)
+    net.train()
+    iou = iou_per_class(matrix)
+    return {name: float(iou[i]) for i, name in enumerate(PARSER_CLASSES)}
+
+
+def garment_miou(iou: dict[str, float]) -> float:
+    from fashion_search.garments.taxonomy import GARMENT_CLASSES
+
+    values = [iou[c] for c in GARMENT_CLASSES if not math.isnan(iou[c])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def export_onnx(net: ParserNet, path: Path) -> None:
+    net.eval()
+    model = ParserExport(net)
+    dummy = torch.zeros(1, 3, *net.image_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model, (dummy,), str(path), input_names=["pixels"], output_names=["labels", "confidence"],
+        dynamic_axes={"pixels": {0: "batch"}, "labels": {0: "batch"}, "confidence": {0: "batch"}},
+        opset_version=17, dynamo=False,
+    )
+
+
+def train_parser(config: TrainConfig) -> dict:
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    size = (config.height, config.width)
+    ccp = Path(config.ccp_root)
+
+    ids = ccp_ids("train")[: config.limit or None]
+    # Decoded at the largest size augmentation zooms to, so every epoch only downsizes.
+    max_height = int(config.height * 1.35)
+    train = data.load_ccp(ccp, ids, max_height)
+    if config.kaggle_root and config.products_per_class:
+        train += data.load_product_shots(Path(config.kaggle_root), config.products_per_class, config.seed)
+    val = data.load_ccp(ccp, ccp_ids("val")[: (config.limit and 10) or None], max_height)
+    log.info("training on %d examples (%d street photos), validating on %d", len(train), len(ids), len(val))
+
+    weights = class_weights(data.class_pixel_counts(train))
+    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks)
+    backbone = [p for p in net.backbone.parameters() if p.requires_grad]
+    decoder = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
+    optimiser = torch.optim.AdamW(
+        [{"params": backbone, "lr": config.backbone_lr}, {"params": decoder, "lr": config.lr}],
+        weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = min(100, total // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+    )
+    history = []
+    net.train()
+    started = time.perf_counter()
+    for epoch in range(config.epochs):
+        order = rng.permutation(len(train))
+        losses = []
+        for start in range(0, len(order), config.batch_size):
+            views = [data.augment(train[i], size, rng) for i in order[start : start + config.batch_size]]
+            pixels = to_pixels(np.stack([v[0] for v in views]))
+            labels = torch.from_numpy(np.stack([v[1] for v in views]).astype(np.int64))
+            logits = F.interpolate(net(pixels), size=size, mode="bilinear", align_corners=False)
+            loss = F.cross_entropy(logits, labels, weight=weights, ignore_index=IGNORE)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            losses.append(loss.item())
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "minutes": (time.perf_counter() - started) / 60}
+        if (epoch + 1) % 3 == 0 or epoch + 1 == config.epochs:
+            iou = validate(net, val, size)
+            entry["val_garment_miou"] = garment_miou(iou)
+            entry["val_iou"] = iou
+        history.append(entry)
+        log.info("epoch %d: %s", epoch + 1, {k: v for k, v in entry.items() if k != "val_iou"})
+        torch.save(net.state_dict(), out / "parser.pt")
+    export_onnx(net, out / "garment_parser.onnx")
+    report = {"config": asdict(config), "classes": list(PARSER_CLASSES), "history": history,
+              "train_examples": len(train), "minutes": (time.perf_counter() - started) / 60}
+    (out / "training.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,101 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import COLOUR_CLASSES
+from fashion_search.category_classes import CategoryClasses
+from fashion_search.engine import SearchEngine
+from fashion_search.garments import decode_mask
+from fashion_search.catalog import load_catalog
+from fashion_search.pipeline import Component
+
+
+def _row(image_id, category, label, box):
+    return {"image_id": image_id, "category": category, "label": label, "box": box}
+
+
+def test_each_image_votes_with_its_largest_garment():
+    rows = [
+        _row("a", "Tops", "top", (0, 0, 10, 10)), _row("a", "Tops", "trousers", (0, 10, 10, 14)),
+        _row("b", "Tops", "top", (0, 0, 10, 10)),
+        _row("c", "Tops", "knitwear", (0, 0, 10, 10)),
+        _row("d", "Skirts", "skirt", (0, 0, 10, 10)),
+        _row("e", "Misc", "image", (0, 0, 10, 10)),  # a model-free label names no class
+    ]
+    learned = CategoryClasses.learn(rows, min_share=0.3)
+    assert learned.shares["Tops"] == {"top": pytest.approx(2 / 3, abs=1e-3), "knitwear": pytest.approx(1 / 3, abs=1e-3)}
+    assert learned.classes_of("Tops") == {"top", "knitwear"}
+    assert learned.categories_for("skirt") == ["Skirts"]
+    assert learned.categories_for("trousers") == []  # worn under a top, never a category's main garment
+    assert "Misc" not in learned.shares
+    assert CategoryClasses.from_dict(learned.to_dict()) == learned
+
+
+def _photo(parts: dict[str, tuple[int, int, int, int]], size=(60, 90), shade: int = 0) -> Image.Image:
+    """Garments as solid blocks of their class's colour; ``shade`` tells products apart."""
+    image = Image.new("RGB", size, (255, 255, 255))
+    for label, box in parts.items():
+        image.paste(tuple(min(255, max(0, c + shade)) for c in COLOUR_CLASSES[label]), box)
+    return image
+
+
+@pytest.fixture
+def outfit_index(tmp_path: Path) -> SearchEngine:
+    root = tmp_path / "catalog"
+    photos = {
+        ("Tops", "top-1"): _photo({"top": (10, 10, 50, 60)}),
+        ("Tops", "top-2"): _photo({"top": (10, 5, 50, 50), "skirt": (15, 50, 45, 70)}),  # worn with a skirt
+        ("Skirts", "skirt-1"): _photo({"skirt": (10, 20, 50, 70)}, shade=-25),
+        ("Skirts", "skirt-2"): _photo({"skirt": (5, 30, 55, 80)}, shade=15),
+        ("Shoes", "shoe-1"): _photo({"footwear": (10, 50, 50, 70)}),
+    }
+    for (category, pid), image in photos.items():
+        (root / category / pid).mkdir(parents=True)
+        image.save(root / category / pid / "front.png")
+    engine = SearchEngine.create(tmp_path / "db", Component("test-pixels", {}), Component("test-colour-garments", {}))
+    engine.index(load_catalog(folder=root))
+    return engine
+
+
+def test_indexing_learns_which_classes_each_category_holds(outfit_index):
+    learned = outfit_index.category_classes
+    assert learned.classes_of("Tops") == {"top"}
+    assert learned.classes_of("Skirts") == {"skirt"}
+    assert learned.classes_of("Shoes") == {"footwear"}
+    reopened = SearchEngine.open(outfit_index.store.uri)
+    assert reopened.category_classes == learned
+
+
+def test_a_skirt_only_finds_skirts_from_skirt_categories(outfit_index):
+    query = _photo({"skirt": (15, 50, 45, 70)})  # the very skirt worn in top-2's photo
+    result = outfit_index.search(query, k=5)
+    [skirt] = result.garments
+    assert skirt.garment.label == "skirt"
+    assert {r.product_id for r in skirt.results} == {"skirt-1", "skirt-2"}
+
+    anything = outfit_index.search(query, k=5, same_class=False).garments[0]
+    assert anything.results[0].product_id == "top-2"  # its own skirt row, found only when asked
+
+
+def test_each_garment_of_an_outfit_gets_its_own_results(outfit_index):
+    result = outfit_index.search(_photo({"top": (10, 5, 50, 45), "footwear": (10, 70, 50, 85)}), k=3)
+    by_label = {g.garment.label: {r.category for r in g.results} for g in result.garments}
+    assert by_label == {"top": {"Tops"}, "footwear": {"Shoes"}}
+
+
+def test_an_explicit_category_overrides_the_learned_ones(outfit_index):
+    result = outfit_index.search(_photo({"skirt": (10, 20, 50, 70)}), k=5, category="Tops")
+    assert {r.product_id for r in result.garments[0].results} == {"top-2"}
+
+
+def test_json_results_carry_each_garments_mask(outfit_index):
+    query = _photo({"top": (10, 5, 50, 45), "footwear": (10, 70, 50, 85)})
+    payload = json.loads(json.dumps(outfit_index.search(query, k=2).to_dict()))
+    for garment in payload["garments"]:
+        mask = decode_mask(garment["mask"])
+        assert mask.shape == (90, 60)
+        x1, y1, x2, y2 = garment["box"]
+        assert mask[y1:y2, x1:x2].all() and mask.sum() == (x2 - x1) * (y2 - y1)
