@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fashion_search.garments.parser import garments_from_labels
+from fashion_search.garments.parser import DEFAULT_MODEL, INPUT_SIZE, GarmentParser, canvas_size, garments_from_labels
 from fashion_search.garments.taxonomy import class_index
 
 H, W = 200, 100
@@ -57,3 +57,38 @@ def test_garments_come_largest_first_and_are_capped():
     labels = _labels(("hat", (40, 0, 60, 10)), ("top", (10, 20, 90, 90)), ("shorts", (20, 90, 80, 120)))
     assert [g.label for g in _parse(labels)] == ["top", "shorts", "hat"]
     assert [g.label for g in _parse(labels, max_garments=2)] == ["top", "shorts"]
+
+
+@pytest.mark.parametrize(
+    "photo, canvas",
+    [((550, 825), INPUT_SIZE), ((2362, 3410), INPUT_SIZE), ((224, 224), (224, 224)), ((300, 200), INPUT_SIZE),
+     ((200, 100), (128, 224)), ((20, 10), (64, 64)), ((1000, 250), INPUT_SIZE), ((287, 447), (448, 288))],
+)
+def test_small_photos_are_parsed_at_their_own_size_never_blown_up(photo, canvas):
+    h, w = canvas_size(photo)
+    assert (h, w) == canvas
+    assert h % 32 == 0 and w % 32 == 0 and h <= INPUT_SIZE[0] and w <= INPUT_SIZE[1]
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="the shipped parser model is missing")
+def test_shipped_parser_accepts_any_canvas_and_returns_the_photos_shape():
+    from PIL import Image
+
+    parser = GarmentParser()
+    assert parser.dynamic_size
+    for size, shape in [((224, 224), (224, 224)), ((640, 480), (216, 288)), ((100, 200), (224, 112))]:
+        labels, confidence = parser.parse(Image.new("RGB", size, (200, 40, 40)))
+        assert labels.dtype == np.uint8 and labels.shape == confidence.shape == shape
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="the shipped parser model is missing")
+def test_parallel_copy_keeps_one_core_per_call_and_the_same_settings():
+    from PIL import Image
+
+    parser = GarmentParser(min_area=0.01, merge_distance=0.5, max_garments=3)
+    copy = parser.for_parallel_use()
+    assert copy is not parser and copy.threads == 1
+    assert copy.describe() == parser.describe()
+    assert copy.for_parallel_use() is copy
+    photo = Image.new("RGB", (200, 300), (30, 60, 160))
+    assert [g.box for g in copy.detect(photo)] == [g.box for g in parser.detect(photo)]

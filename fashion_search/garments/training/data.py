@@ -35,6 +35,7 @@ from fashion_search.garments.parser import letterbox
 log = logging.getLogger(__name__)
 
 BACKGROUND = class_index("background")
+MAX_ZOOM = 2.4
 
 
 @dataclass
@@ -97,7 +98,10 @@ def augment(example: Example, size: tuple[int, int], rng: np.random.Generator) -
     pixels and HxW labels."""
     image, labels = example.image, example.labels
     if example.kind == "street":
-        scale, offset = rng.uniform(0.75, 1.35), (rng.uniform(0, 1), rng.uniform(0, 1))
+        # Half the views zoom in (up to a torso or a pair of legs filling the frame): catalog
+        # photos of worn products are cropped far tighter than CCP's full-body shots.
+        scale = rng.uniform(0.7, 1.3) if rng.random() < 0.5 else rng.uniform(1.3, MAX_ZOOM)
+        offset = (rng.uniform(0, 1), rng.uniform(0, 1))
     else:  # product shots appear anywhere from a thumbnail-in-a-frame to filling it
         scale, offset = rng.uniform(0.45, 1.0), (rng.uniform(0, 1), rng.uniform(0, 1))
     if rng.random() < 0.5:

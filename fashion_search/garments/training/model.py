@@ -77,7 +77,8 @@ class ParserExport(nn.Module):
         self.net = net
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = F.interpolate(self.net(pixels), size=self.net.image_size, mode="bilinear", align_corners=False)
+        # Any canvas whose sides are multiples of 32 works: small photos are parsed at their own size.
+        logits = F.interpolate(self.net(pixels), size=pixels.shape[-2:], mode="bilinear", align_corners=False)
         probs = torch.softmax(logits, dim=1)
         confidence, labels = probs.max(dim=1)
         return labels.to(torch.uint8), confidence

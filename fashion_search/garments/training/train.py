@@ -32,7 +32,7 @@ class TrainConfig:
     ccp_root: str
     kaggle_root: Optional[str]
     output: str
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 8
     height: int = 448
     width: int = 288
@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     limit: int = 0  # train on the first N street photos only (smoke tests)
+    device: str = "cpu"  # "cuda" where a GPU is available; the shipped model was trained on the CPU
 
 
 def to_pixels(batch: np.ndarray) -> torch.Tensor:
@@ -85,9 +86,10 @@ def validate(net: ParserNet, examples: list[data.Example], size: tuple[int, int]
     with torch.inference_mode():
         for example in examples:
             canvas, labels, _ = letterbox(example.image, example.labels, size)
-            logits = net(to_pixels(np.asarray(canvas)[None]))
+            device = next(net.parameters()).device
+            logits = net(to_pixels(np.asarray(canvas)[None]).to(device))
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-            matrix += confusion(logits.argmax(1)[0].numpy().astype(np.int64), np.asarray(labels), n)
+            matrix += confusion(logits.argmax(1)[0].cpu().numpy().astype(np.int64), np.asarray(labels), n)
     net.train()
     iou = iou_per_class(matrix)
     return {name: float(iou[i]) for i, name in enumerate(PARSER_CLASSES)}
@@ -101,15 +103,23 @@ def garment_miou(iou: dict[str, float]) -> float:
 
 
 def export_onnx(net: ParserNet, path: Path) -> None:
+    """One self-contained ONNX file whose input height and width are free (multiples of 32), so
+    the parser can run small photos at their own size. The dynamo exporter keeps the sizes
+    symbolic; the older tracer bakes the FPN's upsampling sizes in for the example input."""
+    import onnx
+    from torch.export import Dim
+
     net.eval()
     model = ParserExport(net)
     dummy = torch.zeros(1, 3, *net.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model, (dummy,), str(path), input_names=["pixels"], output_names=["labels", "confidence"],
-        dynamic_axes={"pixels": {0: "batch"}, "labels": {0: "batch"}, "confidence": {0: "batch"}},
-        opset_version=17, dynamo=False,
-    )
+    tmp = path.with_suffix(".tmp.onnx")
+    shapes = {"pixels": {2: 32 * Dim("h32", min=2, max=64), 3: 32 * Dim("w32", min=2, max=64)}}
+    torch.onnx.export(model, (dummy,), str(tmp), input_names=["pixels"], output_names=["labels", "confidence"],
+                      dynamic_shapes=shapes, opset_version=18, dynamo=True, verbose=False)
+    onnx.save_model(onnx.load(str(tmp)), str(path), save_as_external_data=False)
+    tmp.unlink()
+    tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)
 
 
 def train_parser(config: TrainConfig) -> dict:
@@ -123,16 +133,17 @@ def train_parser(config: TrainConfig) -> dict:
     ccp = Path(config.ccp_root)
 
     ids = ccp_ids("train")[: config.limit or None]
-    # Decoded at the largest size augmentation zooms to, so every epoch only downsizes.
-    max_height = int(config.height * 1.35)
+    # Decoded no larger than the strongest zoom needs (CCP's own ~838 px is less than that).
+    max_height = int(config.height * data.MAX_ZOOM)
     train = data.load_ccp(ccp, ids, max_height)
     if config.kaggle_root and config.products_per_class:
         train += data.load_product_shots(Path(config.kaggle_root), config.products_per_class, config.seed)
     val = data.load_ccp(ccp, ccp_ids("val")[: (config.limit and 10) or None], max_height)
     log.info("training on %d examples (%d street photos), validating on %d", len(train), len(ids), len(val))
 
-    weights = class_weights(data.class_pixel_counts(train))
-    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks)
+    device = torch.device(config.device)
+    weights = class_weights(data.class_pixel_counts(train)).to(device)
+    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks).to(device)
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
     decoder = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
     optimiser = torch.optim.AdamW(
@@ -153,8 +164,8 @@ def train_parser(config: TrainConfig) -> dict:
         losses = []
         for start in range(0, len(order), config.batch_size):
             views = [data.augment(train[i], size, rng) for i in order[start : start + config.batch_size]]
-            pixels = to_pixels(np.stack([v[0] for v in views]))
-            labels = torch.from_numpy(np.stack([v[1] for v in views]).astype(np.int64))
+            pixels = to_pixels(np.stack([v[0] for v in views])).to(device)
+            labels = torch.from_numpy(np.stack([v[1] for v in views]).astype(np.int64)).to(device)
             logits = F.interpolate(net(pixels), size=size, mode="bilinear", align_corners=False)
             loss = F.cross_entropy(logits, labels, weight=weights, ignore_index=IGNORE)
             optimiser.zero_grad(set_to_none=True)
@@ -170,7 +181,7 @@ def train_parser(config: TrainConfig) -> dict:
         history.append(entry)
         log.info("epoch %d: %s", epoch + 1, {k: v for k, v in entry.items() if k != "val_iou"})
         torch.save(net.state_dict(), out / "parser.pt")
-    export_onnx(net, out / "garment_parser.onnx")
+    export_onnx(net.cpu(), out / "garment_parser.onnx")
     report = {"config": asdict(config), "classes": list(PARSER_CLASSES), "history": history,
               "train_examples": len(train), "minutes": (time.perf_counter() - started) / 60}
     (out / "training.json").write_text(json.dumps(report, indent=2))
