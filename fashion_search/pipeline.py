@@ -33,8 +33,11 @@ class Component:
 
 # How a garment is cut out for embedding: its box as photographed, or its box with everything
 # outside its mask (backdrop, skin, other garments) painted white like a product-shot backdrop.
+# Box measured better with the shipped parser (Zalora same-product R@1 0.833 vs 0.708; Kaggle
+# articleType P@10 0.691 vs 0.658): its masks are not yet tight enough, and cutting along a
+# ragged mask loses the garment's own edges.
 CROP_MODES = ("box", "masked")
-DEFAULT_CROP = "masked"
+DEFAULT_CROP = "box"
 WHITE = (255, 255, 255)
 
 
@@ -65,8 +68,10 @@ class GarmentPipeline:
         return {"embedder": self.embedder_spec.to_dict(), "detector": self.detector_spec.to_dict(), "dim": self.dim,
                 "crop": self.crop}
 
-    def detect(self, image: Image.Image) -> list[Garment]:
-        garments = self.detector.detect(image)
+    def detect(self, image: Image.Image, detector: Optional[GarmentDetector] = None) -> list[Garment]:
+        """The garments in ``image``, by ``detector`` (default: the pipeline's own; a copy made
+        with ``for_parallel_use`` when called from many threads)."""
+        garments = (detector or self.detector).detect(image)
         return garments or [Garment(label="image", score=1.0, box=(0, 0, image.width, image.height))]
 
     def crop_garments(self, image: Image.Image, garments: Sequence[Garment]) -> list[Image.Image]:

@@ -75,5 +75,5 @@ DETECTORS: Registry = Registry(
 STORES: Registry = Registry("vector store", {"lancedb": "fashion_search.store.lance"})
 
 DEFAULT_EMBEDDER = "efficientnet-lite2+colour"
-DEFAULT_DETECTOR = "foreground"
+DEFAULT_DETECTOR = "parser"
 DEFAULT_STORE_SCHEME = "lancedb"

