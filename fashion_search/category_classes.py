@@ -13,12 +13,24 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+from fashion_search.garments import Garment
 from fashion_search.garments.taxonomy import GARMENT_CLASSES
 
 # A class must be the main garment of this share of a category's images to count as held by
 # it: high enough that a few misparsed photos do not open a category to the wrong queries, low
 # enough that a category of tops and knitwear holds both.
 MIN_SHARE = 0.15
+
+
+def _area(box: Iterable[float]) -> float:
+    x1, y1, x2, y2 = box
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
+def main_garment(garments: list[Garment]) -> Optional[int]:
+    """Index of the largest garment of a known class: what a catalog photo is a photo of."""
+    known = [i for i, g in enumerate(garments) if g.label in GARMENT_CLASSES]
+    return max(known, key=lambda i: _area(garments[i].box)) if known else None
 
 
 @dataclass
@@ -35,8 +47,7 @@ class CategoryClasses:
         for row in rows:
             if row["label"] not in GARMENT_CLASSES:
                 continue
-            x1, y1, x2, y2 = row["box"]
-            area = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+            area = _area(row["box"])
             if row["image_id"] not in main or area > main[row["image_id"]][0]:
                 main[row["image_id"]] = (area, row["category"], row["label"])
         votes: dict[str, Counter] = defaultdict(Counter)
@@ -70,3 +81,43 @@ class CategoryClasses:
 
     def __bool__(self) -> bool:
         return bool(self.shares)
+
+
+class CatalogGarmentFilter:
+    """Chooses which garments of a catalog photo are worth indexing: the photo's main garment, and
+    any other garment of a class its category holds (every garment when the main one is of a
+    class the category does not hold). The jeans a model wears in a T-shirt's photo
+    are left out: class-aware search would never show them (trousers are searched in the
+    categories that hold trousers), and with ``same_class`` off they would return the T-shirt for
+    a query about jeans. It also spares embedding two or three garments per catalog photo.
+
+    Votes are counted as the run goes, seeded with what earlier runs learned; the category's
+    classes early in a run rest on few votes, which matters little since the main garment is
+    always kept and it is the one that votes.
+    """
+
+    def __init__(self, learned: Optional[CategoryClasses] = None, min_share: float = MIN_SHARE) -> None:
+        self.min_share = min_share
+        self.votes: dict[str, Counter] = defaultdict(Counter)
+        if learned:
+            for category, shares in learned.shares.items():
+                images = learned.images.get(category, 0)
+                for label, share in shares.items():
+                    self.votes[category][label] = round(share * images)
+
+    def select(self, category: str, garments: list[Garment]) -> list[int]:
+        """Indices of the garments to index, in their order; records the photo's vote."""
+        main = main_garment(garments)
+        if main is None:
+            return list(range(len(garments)))
+        votes = self.votes[category]
+        votes[garments[main].label] += 1
+        total = sum(votes.values())
+        # Half the search-time share: votes early in a run are few, and a garment left out now
+        # cannot be searched later should its class make the cut by the end of the run.
+        held = {label for label, n in votes.items() if n / total >= self.min_share / 2}
+        if garments[main].label not in held:
+            # The photo disagrees with its category (a back view, a detail, a misparse): which of
+            # its garments is the product cannot be told, so all are kept.
+            return list(range(len(garments)))
+        return [i for i, g in enumerate(garments) if i == main or g.label not in GARMENT_CLASSES or g.label in held]

@@ -84,7 +84,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop)
     print(f"indexing {len(items)} catalog images into {args.db}", file=sys.stderr)
     try:
-        report = engine.index(items, batch_size=args.batch_size, prune=not args.keep_missing)
+        report = engine.index(items, batch_size=args.batch_size, prune=not args.keep_missing,
+                              all_garments=args.all_garments)
     except KeyboardInterrupt:
         print("\ninterrupted: finished batches are saved; run the same command again to finish", file=sys.stderr)
         return 130
@@ -188,7 +189,8 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
     logging.getLogger("fashion_search").setLevel(logging.INFO)
     config = TrainConfig(ccp_root=args.ccp, kaggle_root=args.kaggle, output=args.output, epochs=args.epochs,
                          batch_size=args.batch_size, products_per_class=args.products_per_class, seed=args.seed,
-                         threads=args.threads, limit=args.limit)
+                         threads=args.threads, limit=args.limit, device=args.device,
+                         frozen_blocks=args.frozen_blocks)
     report = train_parser(config)
     print(json.dumps({k: report[k] for k in ("minutes", "train_examples")} | {"last": report["history"][-1]}))
     print(f"model: {Path(args.output) / 'garment_parser.onnx'}", file=sys.stderr)
@@ -243,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_crop_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--keep-missing", action="store_true", help="keep indexed images that are no longer in the catalog")
+    p.add_argument("--all-garments", action="store_true",
+                   help="index every garment found in a photo (default: its main garment and those of the "
+                        "classes its category holds)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_index)
 
@@ -280,12 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ccp", required=True, help="Clothing Co-Parsing folder (photos/, masks/, labels.csv)")
     p.add_argument("--kaggle", help="folder of plain-background product shots with labels.csv (articleType)")
     p.add_argument("--output", required=True, help="folder for the checkpoint, the ONNX model and training.json")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--products-per-class", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N street photos (smoke runs)")
+    p.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: cpu)")
+    p.add_argument("--frozen-blocks", type=int, default=5,
+                   help="backbone blocks kept at their ImageNet weights (default 5 of 16, for 2-core CPUs; "
+                        "0 trains them all, worth it on a GPU)")
     p.set_defaults(func=cmd_train_parser)
 
     p = sub.add_parser("info", help="what an index holds")

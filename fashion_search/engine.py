@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from fashion_search.catalog import CatalogItem
-from fashion_search.category_classes import CategoryClasses
+from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
 from fashion_search.garments import Garment, encode_mask
 from fashion_search.garments.taxonomy import GARMENT_CLASSES
 from fashion_search.images import ImageSource, load_image
@@ -98,6 +100,8 @@ class SearchEngine:
         self.store = store
         self.pipeline = pipeline
         self._category_classes: Optional[CategoryClasses] = None
+        self._lookup_pool: Optional[ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -148,9 +152,15 @@ class SearchEngine:
             self._category_classes = CategoryClasses.from_dict(self.store.read_manifest().get("category_classes"))
         return self._category_classes
 
-    def index(self, items: Iterable[CatalogItem], **options: Any) -> IndexReport:
-        report = index_catalog(items, self.store, self.pipeline, **options)
-        self.learn_category_classes()
+    def index(self, items: Iterable[CatalogItem], all_garments: bool = False, **options: Any) -> IndexReport:
+        """Index ``items`` (see :func:`index_catalog` for ``options``). Each photo's main garment
+        and the garments its category holds are stored; ``all_garments`` stores every garment
+        found (for search with ``same_class=False`` over everything models wear)."""
+        garment_filter = None if all_garments else CatalogGarmentFilter(self.category_classes)
+        report = index_catalog(items, self.store, self.pipeline, garment_filter=garment_filter, **options)
+        # A full scan of the store's labels: skipped when the run changed nothing.
+        if report.indexed or report.removed or not self.category_classes:
+            self.learn_category_classes()
         return report
 
     def learn_category_classes(self) -> CategoryClasses:
@@ -191,6 +201,19 @@ class SearchEngine:
                 return products
             fetch *= 4
 
+    def _lookups(self, queries: list[tuple[np.ndarray, Optional[str | list[str]], Optional[str]]], k: int,
+                 exclude_product: Optional[str] = None) -> list[list[ProductResult]]:
+        """One lookup per garment, run side by side: the store's queries spend most of their time
+        outside the GIL, so a photo with five garments does not wait five lookups in a row."""
+        if len(queries) < 2:
+            return [self._lookup(v, k, where, exclude_product, label) for v, where, label in queries]
+        with self._pool_lock:
+            if self._lookup_pool is None:
+                self._lookup_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookup")
+        futures = [self._lookup_pool.submit(self._lookup, v, k, where, exclude_product, label)
+                   for v, where, label in queries]
+        return [f.result() for f in futures]
+
     def search(self, image: ImageSource, k: int = 12, category: Optional[str] = None,
                query_name: Optional[str] = None, same_class: bool = True) -> SearchResult:
         """The ``k`` most similar products for each garment found in ``image``."""
@@ -202,10 +225,9 @@ class SearchEngine:
         t2 = time.perf_counter()
         vectors = self.pipeline.embed_garments([picture], [garments])[0]
         t3 = time.perf_counter()
-        results = []
-        for garment, vector in zip(garments, vectors):
-            where, label = self.class_filter(garment.label, category, same_class)
-            results.append(GarmentResult(garment, self._lookup(vector, k, where, label=label)))
+        queries = [(vector, *self.class_filter(garment.label, category, same_class))
+                   for garment, vector in zip(garments, vectors)]
+        results = [GarmentResult(g, products) for g, products in zip(garments, self._lookups(queries, k))]
         t4 = time.perf_counter()
         timings.update(
             decode=(t1 - t0) * 1e3, detect=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3,
@@ -215,6 +237,9 @@ class SearchEngine:
         return SearchResult(query=name, garments=results, timings_ms=timings)
 
     def close(self) -> None:
+        if self._lookup_pool is not None:
+            self._lookup_pool.shutdown(wait=True)
+            self._lookup_pool = None
         self.store.close()
 
     def search_product(self, product_id: str, k: int = 12, category: Optional[str] = None,
@@ -232,14 +257,12 @@ class SearchEngine:
         first = [h for h in hits if h.image_id == hits[0].image_id]
         vectors = self.store.get_vectors([h.row_id for h in first])
         t1 = time.perf_counter()
-        results = []
-        for hit in first:
-            if hit.row_id not in vectors:  # re-indexed between the two reads
-                continue
-            garment = Garment(label=hit.label, score=1.0, box=tuple(int(round(v)) for v in hit.box))
-            where, label = self.class_filter(hit.label, category, same_class)
-            results.append(GarmentResult(garment, self._lookup(vectors[hit.row_id], k, where,
-                                                                exclude_product=product_id, label=label)))
+        # Rows re-indexed between the two reads are skipped.
+        kept = [hit for hit in first if hit.row_id in vectors]
+        garments = [Garment(label=hit.label, score=1.0, box=tuple(int(round(v)) for v in hit.box)) for hit in kept]
+        queries = [(vectors[hit.row_id], *self.class_filter(hit.label, category, same_class)) for hit in kept]
+        results = [GarmentResult(g, products)
+                   for g, products in zip(garments, self._lookups(queries, k, exclude_product=product_id))]
         t2 = time.perf_counter()
         timings = {"fetch": (t1 - t0) * 1e3, "lookup": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
         return SearchResult(query=f"product:{product_id}", garments=results, timings_ms=timings)

@@ -16,7 +16,8 @@ from typing import Iterable, Iterator, Optional, Sequence, TextIO
 from PIL import Image
 
 from fashion_search.catalog import CatalogItem
-from fashion_search.garments import Garment
+from fashion_search.category_classes import CatalogGarmentFilter
+from fashion_search.garments import Garment, GarmentDetector
 from fashion_search.images import ImageError, load_image
 from fashion_search.pipeline import GarmentPipeline
 from fashion_search.store import VectorRow, VectorStore
@@ -103,12 +104,13 @@ class _Progress:
             self.bar.close()
 
 
-def _load(item: CatalogItem, pipeline: GarmentPipeline) -> tuple[CatalogItem, Optional[list[Image.Image]], list[Garment], str]:
+def _load(item: CatalogItem, pipeline: GarmentPipeline, detector: GarmentDetector
+          ) -> tuple[CatalogItem, Optional[list[Image.Image]], list[Garment], str]:
     """Decode, detect and crop one image. Only the crops are kept, not the full image, so a
     batch of large photos does not hold gigabytes of pixels."""
     try:
         image = load_image(item.path)
-        garments = pipeline.detect(image)
+        garments = pipeline.detect(image, detector)
         return item, pipeline.crop_garments(image, garments), garments, ""
     except ImageError as exc:
         return item, None, [], str(exc)
@@ -130,11 +132,13 @@ def index_catalog(
     workers: int = 2,
     progress: Optional[TextIO] = None,
     prune: bool = True,
+    garment_filter: Optional[CatalogGarmentFilter] = None,
 ) -> IndexReport:
     """Bring ``store`` in line with ``items``: embed new and changed images, drop removed ones.
 
     ``prune=False`` keeps images that are no longer in ``items`` (for adding a second catalog
-    to the same index).
+    to the same index). ``garment_filter`` picks which garments of each photo are stored (all
+    of them when None).
     """
     started = time.monotonic()
     items = list(items)
@@ -163,13 +167,23 @@ def index_catalog(
 
     bar = _Progress(len(todo), progress or sys.stderr)
     fingerprints = {item.image_id: fp for item, fp in todo}
+    detector = pipeline.detector
+    # Detectors that do not derive from GarmentDetector have no parallel copy: used as they are.
+    if workers > 1 and todo and hasattr(detector, "for_parallel_use"):
+        detector = detector.for_parallel_use()
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for batch in _batches(todo, batch_size):
                 # Decoding and detection run in threads (PIL releases the GIL) while the
                 # embedder, itself multi-threaded, works on whole batches.
-                loaded = list(pool.map(lambda pair: _load(pair[0], pipeline), batch))
+                loaded = list(pool.map(lambda pair: _load(pair[0], pipeline, detector), batch))
                 good = [(item, crops, garments) for item, crops, garments, _ in loaded if crops is not None]
+                if garment_filter is not None:
+                    chosen = []
+                    for item, crops, garments in good:
+                        keep = garment_filter.select(item.category, garments)
+                        chosen.append((item, [crops[i] for i in keep], [garments[i] for i in keep]))
+                    good = chosen
                 for item, crops, _, error in loaded:
                     if crops is None:
                         report.failed.append((str(item.path), error))

@@ -1,14 +1,13 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import COLOUR_CLASSES
-from fashion_search.category_classes import CategoryClasses
+from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
 from fashion_search.engine import SearchEngine
-from fashion_search.garments import decode_mask
+from fashion_search.garments import Garment, decode_mask
 from fashion_search.catalog import load_catalog
 from fashion_search.pipeline import Component
 
@@ -76,8 +75,51 @@ def test_a_skirt_only_finds_skirts_from_skirt_categories(outfit_index):
     assert skirt.garment.label == "skirt"
     assert {r.product_id for r in skirt.results} == {"skirt-1", "skirt-2"}
 
+    # top-2's skirt was not indexed (Tops do not hold skirts), so even unrestricted search
+    # cannot return the top for it.
     anything = outfit_index.search(query, k=5, same_class=False).garments[0]
-    assert anything.results[0].product_id == "top-2"  # its own skirt row, found only when asked
+    assert anything.results[0].product_id in {"skirt-1", "skirt-2"}
+
+
+def _stored(engine: SearchEngine) -> dict[str, list[str]]:
+    labels: dict[str, list[str]] = {}
+    for row in engine.store.iter_rows(with_vectors=False):
+        labels.setdefault(row["product_id"], []).append(row["label"])
+    return {pid: sorted(v) for pid, v in labels.items()}
+
+
+def test_catalog_photos_store_their_main_garment_and_the_classes_their_category_holds(outfit_index):
+    assert _stored(outfit_index)["top-2"] == ["top"]  # the skirt worn with it is left out
+
+
+def test_all_garments_indexes_what_models_wear_too(outfit_index, tmp_path):
+    engine = SearchEngine.create(tmp_path / "all", Component("test-pixels", {}), Component("test-colour-garments", {}))
+    engine.index(load_catalog(folder=tmp_path / "catalog"), all_garments=True)
+    assert _stored(engine)["top-2"] == ["skirt", "top"]
+    query = _photo({"skirt": (15, 50, 45, 70)})
+    assert engine.search(query, k=5, same_class=False).garments[0].results[0].product_id == "top-2"
+    assert {r.product_id for r in engine.search(query, k=5).garments[0].results} == {"skirt-1", "skirt-2"}
+
+
+def _garment(label, box):
+    return Garment(label=label, score=1.0, box=box)
+
+
+def test_garment_filter_keeps_classes_the_category_holds_once_voted_in():
+    chooser = CatalogGarmentFilter(min_share=0.3)
+    top, knit, jeans = _garment("top", (0, 0, 10, 10)), _garment("knitwear", (0, 0, 10, 10)), _garment("trousers", (0, 10, 10, 14))
+    assert chooser.select("Tops", [jeans, top]) == [1]
+    assert chooser.select("Tops", [knit, jeans]) == [0]  # knitwear: main garment, kept; 1 of 2 votes
+    assert chooser.select("Tops", [top, knit, jeans]) == [0, 1]  # knitwear now holds a third of the votes
+    assert chooser.select("Misc", [_garment("item", (0, 0, 5, 5)), _garment("image", (0, 0, 9, 9))]) == [0, 1]
+
+
+def test_garment_filter_starts_from_what_earlier_runs_learned():
+    learned = CategoryClasses(shares={"Tops": {"top": 0.6, "knitwear": 0.4}}, images={"Tops": 10})
+    chooser = CatalogGarmentFilter(learned)
+    top, knit = _garment("top", (0, 0, 10, 10)), _garment("knitwear", (0, 10, 10, 12))
+    assert chooser.select("Tops", [top, knit]) == [0, 1]
+    assert chooser.select("Skirts", [_garment("skirt", (0, 0, 12, 12)), top]) == [0]
 
 
 def test_each_garment_of_an_outfit_gets_its_own_results(outfit_index):
@@ -86,8 +128,10 @@ def test_each_garment_of_an_outfit_gets_its_own_results(outfit_index):
     assert by_label == {"top": {"Tops"}, "footwear": {"Shoes"}}
 
 
-def test_an_explicit_category_overrides_the_learned_ones(outfit_index):
-    result = outfit_index.search(_photo({"skirt": (10, 20, 50, 70)}), k=5, category="Tops")
+def test_an_explicit_category_overrides_the_learned_ones(outfit_index, tmp_path):
+    engine = SearchEngine.create(tmp_path / "all", Component("test-pixels", {}), Component("test-colour-garments", {}))
+    engine.index(load_catalog(folder=tmp_path / "catalog"), all_garments=True)
+    result = engine.search(_photo({"skirt": (10, 20, 50, 70)}), k=5, category="Tops")
     assert {r.product_id for r in result.garments[0].results} == {"top-2"}
 
 

@@ -10,10 +10,12 @@ from fashion_search.indexing import IndexMismatchError
 from fashion_search.pipeline import Component
 
 PIXELS = Component("test-pixels", {})
+# These tests are about incremental indexing, not detection: one garment per synthetic shot.
+FOREGROUND = Component("foreground", {})
 
 
 def _engine(db):
-    return SearchEngine.create(db, embedder=PIXELS)
+    return SearchEngine.create(db, embedder=PIXELS, detector=FOREGROUND)
 
 
 def test_first_run_indexes_every_image(tiny_catalog, tmp_path):
@@ -88,3 +90,18 @@ def test_an_index_refuses_vectors_from_another_model(tiny_catalog, tmp_path):
     engine.pipeline.embedder_spec = Component("test-pixels", {"variant": 2})
     with pytest.raises(IndexMismatchError):
         engine.index(load_catalog(folder=tiny_catalog))
+
+
+def test_indexing_detects_with_the_detectors_copy_for_parallel_use(tiny_catalog, tmp_path):
+    engine = _engine(tmp_path / "db.lance")
+    calls: list[str] = []
+    own = engine.pipeline.detector
+
+    class OneCorePerCall(type(own)):
+        def detect(self, image):
+            calls.append("parallel copy")
+            return own.detect(image)
+
+    engine.pipeline.detector.for_parallel_use = lambda: OneCorePerCall()
+    engine.index(load_catalog(folder=tiny_catalog))
+    assert calls == ["parallel copy"] * 5
