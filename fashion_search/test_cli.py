@@ -8,7 +8,7 @@ from fashion_search.cli import main
 
 
 def _index(tiny_catalog, db, capsys, *extra):
-    code = main(["index", str(tiny_catalog), "--db", str(db), "--embedder", "test-pixels", *extra])
+    code = main(["index", str(tiny_catalog), "--db", str(db), "--embedder", "test-pixels", "--detector", "foreground", *extra])
     return code, capsys.readouterr()
 
 
@@ -41,7 +41,8 @@ def test_csv_catalog_with_custom_columns(tmp_path, capsys):
     make_product((0, 0, 200)).save(tmp_path / "img" / "2.jpg")
     (tmp_path / "c.csv").write_text("file,sku,type,colour\nimg/1.jpg,S1,Tops,Red\nimg/2.jpg,S2,Tops,Blue\n")
     assert main(["index", "--csv", str(tmp_path / "c.csv"), "--image-column", "file", "--product-id-column", "sku",
-                 "--category-column", "type", "--db", str(tmp_path / "db"), "--embedder", "test-pixels"]) == 0
+                 "--category-column", "type", "--db", str(tmp_path / "db"), "--embedder", "test-pixels",
+                 "--detector", "foreground"]) == 0
     capsys.readouterr()
     main(["search", str(tmp_path / "img" / "1.jpg"), "--db", str(tmp_path / "db"), "-k", "1", "--json"])
     top = json.loads(capsys.readouterr().out)["garments"][0]["results"][0]

@@ -12,7 +12,7 @@ from fashion_search.pipeline import Component
 @pytest.fixture
 def engine(tiny_catalog, tmp_path):
     db = tmp_path / "db.lance"
-    SearchEngine.create(db, embedder=Component("test-pixels", {})).index(load_catalog(folder=tiny_catalog))
+    SearchEngine.create(db, embedder=Component("test-pixels", {}), detector=Component("foreground", {})).index(load_catalog(folder=tiny_catalog))
     return SearchEngine.open(db)
 
 

@@ -28,7 +28,7 @@ def test_killed_index_run_is_completed_by_the_next_run_without_duplicates(tmp_pa
         folder.mkdir(parents=True)
         make_product(((n * 37) % 255, (n * 91) % 255, (n * 53) % 255)).save(folder / "front.jpg")
     db = tmp_path / "db.lance"
-    args = ["index", str(catalog), "--db", str(db), "--embedder", "test-slow-pixels", "--batch-size", "4"]
+    args = ["index", str(catalog), "--db", str(db), "--embedder", "test-slow-pixels", "--detector", "foreground", "--batch-size", "4"]
 
     proc = _run(args)
     deadline = time.monotonic() + 60

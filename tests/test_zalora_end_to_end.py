@@ -1,5 +1,6 @@
 """End to end on the seed's own Zalora sample: index it with the default models, then search
-with a held-out view of each multi-view product and expect that product among the top 5."""
+with a held-out view of each multi-view product and expect that product among the top 5 of a
+garment found in the view."""
 from collections import defaultdict
 
 import pytest
@@ -24,8 +25,10 @@ def test_one_view_finds_its_product_in_top_5_for_most_multi_view_products(shared
     report = engine.index(gallery)
     assert report.failed == [] and report.indexed == len(gallery)
 
+    # A worn product's photo shows several garments, each searched on its own: the product
+    # counts as found when it is in the top 5 of any of them.
     found = sum(
-        pid in [r.product_id for r in engine.search(query.path, k=5).garments[0].results]
+        pid in {r.product_id for g in engine.search(query.path, k=5).garments for r in g.results}
         for pid, query in queries.items()
     )
     assert found / len(queries) >= 0.70, f"{found}/{len(queries)} multi-view products found in the top 5"

@@ -32,7 +32,7 @@ BLUE = png(make_product((25, 25, 215), size=(100, 120)))
 @pytest.fixture
 def db(tiny_catalog: Path, tmp_path: Path) -> Path:
     path = tmp_path / "db.lance"
-    SearchEngine.create(path, embedder=Component("test-pixels", {})).index(load_catalog(folder=tiny_catalog))
+    SearchEngine.create(path, embedder=Component("test-pixels", {}), detector=Component("foreground", {})).index(load_catalog(folder=tiny_catalog))
     return path
 
 
@@ -229,7 +229,7 @@ def test_a_catalog_file_deleted_after_indexing_is_a_404(tmp_path):
     root.mkdir(parents=True)
     make_product((1, 2, 3)).save(root / "a.png")
     db = tmp_path / "db.lance"
-    SearchEngine.create(db, embedder=Component("test-pixels", {})).index(load_catalog(folder=tmp_path / "catalog"))
+    SearchEngine.create(db, embedder=Component("test-pixels", {}), detector=Component("foreground", {})).index(load_catalog(folder=tmp_path / "catalog"))
     with TestClient(create_app(db)) as c:
         image_id = c.get("/api/products/p1").json()["images"][0]["image_id"]
         (root / "a.png").unlink()

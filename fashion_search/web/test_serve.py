@@ -1,7 +1,6 @@
 """``fashion-search serve``: the command wires the index and the limits into the app."""
 from __future__ import annotations
 
-import pytest
 from fastapi.testclient import TestClient
 
 from fashion_search import SearchEngine, load_catalog
@@ -13,7 +12,7 @@ def test_serve_opens_the_index_once_and_runs_uvicorn_on_the_given_address(tiny_c
     import uvicorn
 
     db = tmp_path / "db.lance"
-    SearchEngine.create(db, embedder=Component("test-pixels", {})).index(load_catalog(folder=tiny_catalog))
+    SearchEngine.create(db, embedder=Component("test-pixels", {}), detector=Component("foreground", {})).index(load_catalog(folder=tiny_catalog))
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
     assert main(["serve", "--db", str(db), "--port", "8123", "--max-upload-mb", "2", "--threads", "3"]) == 0
