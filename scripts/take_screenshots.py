@@ -47,16 +47,18 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--photo", help="query photo (default: a Zalora product photo)")
     parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--db", help="serve this existing index instead of the cached Zalora one")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
 
     data = Path(args.data)
     photo = Path(args.photo) if args.photo else data / "zalora" / "Atasan" / "002984" / "luire-by-raden-sirait-5655-8595522-1.jpg"
-    db = CACHE / "zalora.lance"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*fashion_search(), "index", str(data / "zalora"), "--db", str(db)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = Path(args.db) if args.db else CACHE / "zalora.lance"
+    if not args.db:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*fashion_search(), "index", str(data / "zalora"), "--db", str(db)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server, url = start_server(db)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
