@@ -31,8 +31,9 @@ NOT_GARMENTS = frozenset({"background", "skin", "hair"})
 GARMENT_CLASSES: tuple[str, ...] = tuple(c for c in PARSER_CLASSES if c not in NOT_GARMENTS)
 IGNORE = 255
 
-# Garments worn in pairs or made of separate pieces: their parts merge more readily.
-PAIRED_CLASSES = frozenset({"footwear", "legwear", "eyewear"})
+# Garments worn in pairs, made of separate pieces, or on two legs (trouser legs apart, with the
+# crotch hidden or missed, read as two regions): their parts merge more readily.
+PAIRED_CLASSES = frozenset({"footwear", "legwear", "eyewear", "trousers", "shorts"})
 
 CCP_TO_CLASS: dict[str, Optional[str]] = {
     "null": "background", "skin": "skin", "hair": "hair",

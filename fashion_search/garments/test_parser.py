@@ -24,6 +24,11 @@ def test_two_shoes_are_one_footwear_item():
     assert garments[0].box == (20, 180, 80, 196)
 
 
+def test_two_trouser_legs_apart_are_one_pair():
+    garments = _parse(_labels(("trousers", (20, 100, 43, 190)), ("trousers", (53, 100, 76, 190))))
+    assert [g.label for g in garments] == ["trousers"] and garments[0].box == (20, 100, 76, 190)
+
+
 def test_garments_of_two_people_far_apart_stay_separate():
     garments = _parse(_labels(("top", (0, 20, 30, 80)), ("top", (70, 20, 100, 80))))
     assert [g.label for g in garments] == ["top", "top"]
