@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from fashion_search.embed import Embedder, l2_normalise
+from fashion_search.garments import GarmentDetector
 from fashion_search.registry import DETECTORS, EMBEDDERS
 
 SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
@@ -89,7 +90,7 @@ def tiny_catalog(tmp_path: Path) -> Path:
 COLOUR_CLASSES = {"skirt": (220, 20, 20), "top": (20, 20, 220), "footwear": (20, 200, 20)}
 
 
-class ColourGarmentDetector:
+class ColourGarmentDetector(GarmentDetector):
     """A stand-in for the garment parser: pixels close to a class's colour are that garment, so
     tests control exactly which garments a photo holds."""
 

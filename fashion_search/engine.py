@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -100,8 +99,8 @@ class SearchEngine:
         self.store = store
         self.pipeline = pipeline
         self._category_classes: Optional[CategoryClasses] = None
-        self._lookup_pool: Optional[ThreadPoolExecutor] = None
-        self._pool_lock = threading.Lock()
+        # Its threads start on first use, so an engine that only indexes never has any.
+        self._lookup_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookup")
 
     @classmethod
     def open(
@@ -207,9 +206,6 @@ class SearchEngine:
         outside the GIL, so a photo with five garments does not wait five lookups in a row."""
         if len(queries) < 2:
             return [self._lookup(v, k, where, exclude_product, label) for v, where, label in queries]
-        with self._pool_lock:
-            if self._lookup_pool is None:
-                self._lookup_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookup")
         futures = [self._lookup_pool.submit(self._lookup, v, k, where, exclude_product, label)
                    for v, where, label in queries]
         return [f.result() for f in futures]
@@ -237,9 +233,7 @@ class SearchEngine:
         return SearchResult(query=name, garments=results, timings_ms=timings)
 
     def close(self) -> None:
-        if self._lookup_pool is not None:
-            self._lookup_pool.shutdown(wait=True)
-            self._lookup_pool = None
+        self._lookup_pool.shutdown(wait=True)
         self.store.close()
 
     def search_product(self, product_id: str, k: int = 12, category: Optional[str] = None,

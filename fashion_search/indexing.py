@@ -167,10 +167,7 @@ def index_catalog(
 
     bar = _Progress(len(todo), progress or sys.stderr)
     fingerprints = {item.image_id: fp for item, fp in todo}
-    detector = pipeline.detector
-    # Detectors that do not derive from GarmentDetector have no parallel copy: used as they are.
-    if workers > 1 and todo and hasattr(detector, "for_parallel_use"):
-        detector = detector.for_parallel_use()
+    detector = pipeline.detector.for_parallel_use() if workers > 1 and todo else pipeline.detector
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for batch in _batches(todo, batch_size):

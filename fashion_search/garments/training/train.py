@@ -83,10 +83,10 @@ def validate(net: ParserNet, examples: list[data.Example], size: tuple[int, int]
     net.eval()
     n = len(PARSER_CLASSES)
     matrix = np.zeros((n, n), np.int64)
+    device = next(net.parameters()).device
     with torch.inference_mode():
         for example in examples:
             canvas, labels, _ = letterbox(example.image, example.labels, size)
-            device = next(net.parameters()).device
             logits = net(to_pixels(np.asarray(canvas)[None]).to(device))
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             matrix += confusion(logits.argmax(1)[0].cpu().numpy().astype(np.int64), np.asarray(labels), n)
