@@ -73,3 +73,11 @@ def test_train_parser_writes_a_model_the_parser_loads(shared_data, tmp_path, cap
     labels, confidence = parser.parse(Image.open(shared_data / "ccp" / "photos" / "0701.jpg"))
     assert labels.dtype == np.uint8 and labels.shape == confidence.shape
     assert 0 <= confidence.min() and confidence.max() <= 1
+
+    # The shipped recipe's second stage: start from the first stage's checkpoint, train more blocks.
+    second = tmp_path / "second"
+    code = main(["train-parser", "--ccp", str(shared_data / "ccp"), "--output", str(second), "--epochs", "1",
+                 "--limit", "4", "--init", str(out / "parser.pt"), "--frozen-blocks", "2", "--jaccard-weight", "0.5"])
+    assert code == 0
+    report = json.loads((second / "training.json").read_text())
+    assert report["config"]["init"] == str(out / "parser.pt") and report["history"][0]["loss"] > 0

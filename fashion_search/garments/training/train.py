@@ -45,6 +45,8 @@ class TrainConfig:
     threads: int = 0
     limit: int = 0  # train on the first N street photos only (smoke tests)
     device: str = "cpu"  # "cuda" where a GPU is available; the shipped model was trained on the CPU
+    init: Optional[str] = None  # a parser.pt to start from (the second stage of the shipped recipe)
+    jaccard_weight: float = 0.0  # weight of the soft-Jaccard term added to cross-entropy
 
 
 def to_pixels(batch: np.ndarray) -> torch.Tensor:
@@ -62,6 +64,19 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
     weights = np.ones_like(freq)
     weights[present] = np.sqrt(np.median(freq[present]) / freq[present])
     return torch.tensor(np.clip(weights, 0.2, 5.0), dtype=torch.float32)
+
+
+def soft_jaccard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft IoU over the classes present in the batch. Cross-entropy is dominated by
+    the big regions; this term weighs a belt's IoU as much as a coat's, as the metric does."""
+    valid = labels != IGNORE
+    probs = torch.softmax(logits, dim=1) * valid[:, None]
+    onehot = F.one_hot(torch.where(valid, labels, 0), logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    onehot = onehot * valid[:, None]
+    inter = (probs * onehot).sum((0, 2, 3))
+    union = (probs + onehot).sum((0, 2, 3)) - inter
+    present = onehot.sum((0, 2, 3)) > 0
+    return 1 - ((inter + 1) / (union + 1))[present].mean()
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray, n: int) -> np.ndarray:
@@ -143,7 +158,10 @@ def train_parser(config: TrainConfig) -> dict:
 
     device = torch.device(config.device)
     weights = class_weights(data.class_pixel_counts(train)).to(device)
-    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks).to(device)
+    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks)
+    if config.init:
+        net.load_state_dict(torch.load(config.init, map_location="cpu"))
+    net = net.to(device)
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
     decoder = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
     optimiser = torch.optim.AdamW(
@@ -168,6 +186,8 @@ def train_parser(config: TrainConfig) -> dict:
             labels = torch.from_numpy(np.stack([v[1] for v in views]).astype(np.int64)).to(device)
             logits = F.interpolate(net(pixels), size=size, mode="bilinear", align_corners=False)
             loss = F.cross_entropy(logits, labels, weight=weights, ignore_index=IGNORE)
+            if config.jaccard_weight:
+                loss = loss + config.jaccard_weight * soft_jaccard_loss(logits, labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -1,0 +1,38 @@
+"""The parser's training loss terms."""
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs the export extra: pip install -e '.[export]'")
+
+from fashion_search.garments.taxonomy import IGNORE  # noqa: E402
+from fashion_search.garments.training.train import soft_jaccard_loss  # noqa: E402
+
+
+def _logits_for(labels: torch.Tensor, classes: int, confidence: float = 30.0) -> torch.Tensor:
+    logits = torch.zeros(labels.shape[0], classes, *labels.shape[1:])
+    known = labels.clamp(max=classes - 1)
+    return logits.scatter_(1, known[:, None], confidence)
+
+
+def test_soft_jaccard_is_zero_for_a_perfect_prediction_and_ignores_unknown_pixels():
+    labels = torch.tensor([[[0, 1, 1], [2, IGNORE, 1]]])
+    logits = _logits_for(labels, 3)
+    logits[0, :, 1, 1] = torch.tensor([0.0, 0.0, 30.0])  # whatever is predicted on an unknown pixel
+    assert soft_jaccard_loss(logits, labels).item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_soft_jaccard_punishes_a_missed_small_class_far_more_than_cross_entropy():
+    labels = torch.zeros(1, 10, 10, dtype=torch.long)
+    labels[0, 0, 0] = 1  # one pixel of class 1 ("a belt") among 99 of class 0
+    missed_small = _logits_for(torch.zeros_like(labels), 2, confidence=5.0)
+    jaccard = soft_jaccard_loss(missed_small, labels).item()
+    cross_entropy = torch.nn.functional.cross_entropy(missed_small, labels).item()
+    # Half of the mean IoU is lost (class 1 scores ~0.4 with smoothing); cross-entropy averages
+    # the one bad pixel over a hundred.
+    assert jaccard > 0.25
+    assert jaccard > 4 * cross_entropy
+
+
+def test_soft_jaccard_only_counts_classes_present_in_the_batch():
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    right = _logits_for(labels, 5)  # classes 1-4 are absent and never predicted
+    assert soft_jaccard_loss(right, labels).item() == pytest.approx(0.0, abs=1e-3)
