@@ -217,7 +217,7 @@ def card(results: dict, training: dict | None, model: Path, notes: str = "") -> 
         f"p50s were {', '.join(str(v) for v in sorted(speed['detect_p50_runs_ms']))} ms; the spread is the shared machine's "
         f"load. ({platform.processor() or platform.machine()}, onnxruntime, 2 threads.)",
         "",
-        "Regenerate: `python scripts/evaluate_parser.py --data ../shared/data --training runs/parser2/training.json --card`",
+        "Regenerate: `python scripts/evaluate_parser.py --data ../shared/data --training runs/parser/training.json --card`",
         f"(everything from `{NOTES}` on is hand-written and kept).",
     ]
     text = "\n".join(lines) + "\n"

@@ -45,7 +45,7 @@ class TrainConfig:
     threads: int = 0
     limit: int = 0  # train on the first N street photos only (smoke tests)
     device: str = "cpu"  # "cuda" where a GPU is available; the shipped model was trained on the CPU
-    init: Optional[str] = None  # a parser.pt to start from (the second stage of the shipped recipe)
+    init: Optional[str] = None  # a parser.pt to start from: training in stages
     jaccard_weight: float = 0.0  # weight of the soft-Jaccard term added to cross-entropy
 
 
