@@ -87,7 +87,7 @@ def tiny_catalog(tmp_path: Path) -> Path:
     return root
 
 
-COLOUR_CLASSES = {"skirt": (220, 20, 20), "top": (20, 20, 220), "footwear": (20, 200, 20)}
+COLOUR_CLASSES = {"skirt": (220, 20, 20), "top": (20, 20, 220), "footwear": (20, 200, 20), "knitwear": (200, 200, 20)}
 
 
 class ColourGarmentDetector(GarmentDetector):

@@ -139,7 +139,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     labels = [c.strip() for c in args.labels.split(",") if c.strip()]
     recall_at = [int(k) for k in args.recall_at.split(",")]
     precision_at = [int(k) for k in args.precision_at.split(",")]
-    result = evaluate_index(items, engine.store, recall_at=recall_at, labels=labels, precision_at=precision_at)
+    result = evaluate_index(items, engine.store, recall_at=recall_at, labels=labels, precision_at=precision_at,
+                            same_class=not args.any_class)
     print(json.dumps(result.to_dict()) if args.json else result.table())
     return 0
 
@@ -270,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default="category", help="comma-separated label columns for precision (default: category)")
     p.add_argument("--recall-at", default="1,5,10")
     p.add_argument("--precision-at", default="5,10")
+    p.add_argument("--any-class", action="store_true",
+                   help="measure search with --any-class (default: class-aware search, as search does)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)

@@ -12,7 +12,6 @@ import numpy as np
 from fashion_search.catalog import CatalogItem
 from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
 from fashion_search.garments import Garment, encode_mask
-from fashion_search.garments.taxonomy import GARMENT_CLASSES
 from fashion_search.images import ImageSource, load_image
 from fashion_search.indexing import IndexReport, index_catalog
 from fashion_search.pipeline import Component, GarmentPipeline, pipeline_from_manifest
@@ -172,22 +171,17 @@ class SearchEngine:
         return learned
 
     def class_filter(self, label: str, category: Optional[str], same_class: bool
-                     ) -> tuple[Optional[str | list[str]], Optional[str]]:
-        """The store filters (categories, garment label) a garment of class ``label`` searches.
-
-        With ``same_class``, a garment of a known class only meets catalog garments of that class
-        in the categories that hold it. An explicit ``category`` always wins over the learned ones.
-        """
-        if not same_class or label not in GARMENT_CLASSES:
+                     ) -> tuple[Optional[str | list[str]], Optional[list[str]]]:
+        """The store filters (categories, garment labels) a garment of class ``label`` searches:
+        with ``same_class``, see :meth:`CategoryClasses.search_filter`; without, everything (or
+        the explicit ``category``)."""
+        if not same_class:
             return category, None
-        if category is not None:
-            return category, label
-        held = self.category_classes.categories_for(label)
-        return (held or None), label
+        return self.category_classes.search_filter(label, category)
 
     def _lookup(
         self, vector: np.ndarray, k: int, category: Optional[str | list[str]], exclude_product: Optional[str] = None,
-        label: Optional[str] = None,
+        label: Optional[str | list[str]] = None,
     ) -> list[ProductResult]:
         # Over-fetch because several views of one product may crowd the top; widen until k
         # distinct products are found or the index runs out.
@@ -200,7 +194,7 @@ class SearchEngine:
                 return products
             fetch *= 4
 
-    def _lookups(self, queries: list[tuple[np.ndarray, Optional[str | list[str]], Optional[str]]], k: int,
+    def _lookups(self, queries: list[tuple[np.ndarray, Optional[str | list[str]], Optional[list[str]]]], k: int,
                  exclude_product: Optional[str] = None) -> list[list[ProductResult]]:
         """One lookup per garment, run side by side: the store's queries spend most of their time
         outside the GIL, so a photo with five garments does not wait five lookups in a row."""

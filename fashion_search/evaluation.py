@@ -1,8 +1,10 @@
 """Retrieval quality on a labelled catalog, measured from the index itself.
 
-* Same-product Recall@K: each view of a product that has several views is a query; the rest
-  of the catalog (the query image excluded) is the gallery; products are ranked by their
-  best-matching view, as search does. A hit is the query's own product in the top K.
+* Same-product Recall@K: each view of a product that has several views is a query (the garment
+  that is its product); every stored garment of the rest of the catalog (the query image
+  excluded) is the gallery; products are ranked by their best-matching garment, and class-aware
+  search's filter applies unless ``same_class=False``, all as search does. A hit is the query's
+  own product in the top K.
 * Attribute precision@K for a label column (category, colour, ...): each labelled image is a
   query; its top K *other* products are the results (its own product is left out so that the
   figure says how good the suggestions are, not that a product matches itself).
@@ -10,7 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -55,21 +57,31 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
-def _image_vectors(store: VectorStore, wanted: set[str]) -> dict[str, np.ndarray]:
-    """One vector per catalog image: the garment that is its product. That is the largest
-    garment of a class its category holds (a shirt photo also shows the model's trousers), else
-    the largest garment; model-free detectors give one garment per image anyway."""
+@dataclass
+class _Gallery:
+    """Every stored garment of the evaluated images, ordered by product, and the garment that
+    stands for each image as a query."""
+    rows: list[dict[str, Any]]
+    vectors: np.ndarray
+    query_row: dict[str, int]  # image_id -> index into rows
+
+
+def _gallery(store: VectorStore, wanted: set[str], product_order: dict[str, int]) -> _Gallery:
+    """A photo's query garment is the garment that is its product: the largest garment of a class
+    its category holds (a shirt photo also shows the model's trousers), else the largest garment;
+    model-free detectors give one garment per image anyway."""
     classes = CategoryClasses.from_dict(store.read_manifest().get("category_classes"))
-    best: dict[str, tuple[tuple[bool, float], np.ndarray]] = {}
-    for row in store.iter_rows(with_vectors=True):
-        image_id = row["image_id"]
-        if image_id not in wanted:
-            continue
+    rows = [row for row in store.iter_rows(with_vectors=True) if row["image_id"] in wanted]
+    rows.sort(key=lambda r: (product_order[r["image_id"]], r["image_id"], r["garment"]))
+    best: dict[str, tuple[tuple[bool, float], int]] = {}
+    for i, row in enumerate(rows):
         x1, y1, x2, y2 = row["box"]
         rank = (row["label"] in classes.classes_of(row["category"]), (x2 - x1) * (y2 - y1) * row["score"])
-        if image_id not in best or rank > best[image_id][0]:
-            best[image_id] = (rank, np.asarray(row["vector"], np.float32))
-    return {k: v for k, (_, v) in best.items()}
+        if row["image_id"] not in best or rank > best[row["image_id"]][0]:
+            best[row["image_id"]] = (rank, i)
+    dim = len(rows[0]["vector"]) if rows else 0
+    vectors = np.stack([np.asarray(r["vector"], np.float32) for r in rows]) if rows else np.zeros((0, dim), np.float32)
+    return _Gallery(rows, vectors, {image_id: i for image_id, (_, i) in best.items()})
 
 
 def _label_of(item: CatalogItem, column: str) -> str:
@@ -83,25 +95,59 @@ def evaluate_index(
     labels: Sequence[str] = ("category",),
     precision_at: Sequence[int] = (5, 10),
     chunk: int = 512,
+    same_class: bool = True,
 ) -> EvaluationReport:
-    vectors = _image_vectors(store, {item.image_id for item in items})
-    items = [item for item in items if item.image_id in vectors]
-    # Sorting by product lets per-product maxima be taken with one reduceat per chunk.
-    items.sort(key=lambda it: (it.product_id, str(it.path)))
+    """Each image's query garment searched against every stored garment of the other images,
+    as :meth:`SearchEngine.search` does: products ranked by their best-matching garment, and
+    with ``same_class`` (search's default) only among the garments that class-aware search
+    would consider for the query garment's class."""
+    items = sorted(items, key=lambda it: (it.product_id, str(it.path)))
+    product_index: dict[str, int] = {}
+    for it in items:
+        product_index.setdefault(it.product_id, len(product_index))
+    image_product = {it.image_id: product_index[it.product_id] for it in items}
+    gallery = _gallery(store, set(image_product), image_product)
+    items = [it for it in items if it.image_id in gallery.query_row]
     n = len(items)
     report = EvaluationReport(images=n, products=len({it.product_id for it in items}), multi_view_queries=0)
     if n < 2:
         return report
-    matrix = np.stack([vectors[it.image_id] for it in items])
-    product_ids = [it.product_id for it in items]
-    starts = np.flatnonzero(np.r_[True, np.array(product_ids[1:]) != np.array(product_ids[:-1])])
-    product_of_image = np.cumsum(np.isin(np.arange(n), starts)) - 1
-    views = np.diff(np.r_[starts, n])
+    # Products renumbered over the images that have garments, in gallery order.
+    kept_products = sorted({image_product[it.image_id] for it in items})
+    renumber = {p: i for i, p in enumerate(kept_products)}
+    row_product = np.array([renumber[image_product[r["image_id"]]] for r in gallery.rows])
+    starts = np.flatnonzero(np.r_[True, row_product[1:] != row_product[:-1]])
+    # An image's garments are adjacent in the gallery: its span is masked out of its own query.
+    span: dict[str, list[int]] = {}
+    for i, r in enumerate(gallery.rows):
+        span.setdefault(r["image_id"], [i, i])[1] = i + 1
+    product_of_image = {it.image_id: renumber[image_product[it.image_id]] for it in items}
+    views = np.bincount([product_of_image[it.image_id] for it in items], minlength=len(kept_products))
 
-    label_values = {
-        column: np.array([_label_of(it, column) for it in items], dtype=object) for column in labels
+    classes = CategoryClasses.from_dict(store.read_manifest().get("category_classes"))
+    allowed_for: dict[str, Optional[np.ndarray]] = {}
+
+    def allowed(label: str) -> Optional[np.ndarray]:
+        # The same filter the store applies at search time, as a mask over the gallery.
+        if label not in allowed_for:
+            categories, labels_ = classes.search_filter(label) if same_class else (None, None)
+            mask = None
+            if categories is not None or labels_ is not None:
+                mask = np.ones(len(gallery.rows), bool)
+                if categories is not None:
+                    mask &= np.isin(np.array([r["category"] for r in gallery.rows], dtype=object), list(categories))
+                if labels_ is not None:
+                    mask &= np.isin(np.array([r["label"] for r in gallery.rows], dtype=object), list(labels_))
+            allowed_for[label] = mask
+        return allowed_for[label]
+
+    first_item = {}
+    for it in items:
+        first_item.setdefault(product_of_image[it.image_id], it)
+    product_labels = {
+        column: np.array([_label_of(first_item[p], column) for p in range(len(kept_products))], dtype=object)
+        for column in labels
     }
-    product_labels = {column: values[starts] for column, values in label_values.items()}
 
     max_k = max(list(recall_at) + list(precision_at))
     hits = {k: 0 for k in recall_at}
@@ -109,22 +155,31 @@ def evaluate_index(
     counted = {column: 0 for column in labels}
     multi = 0
     for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
-        sims = matrix[lo:hi] @ matrix.T
-        sims[np.arange(hi - lo), np.arange(lo, hi)] = -np.inf  # the query image itself
+        batch = items[lo : lo + chunk]
+        query_rows = [gallery.query_row[it.image_id] for it in batch]
+        sims = gallery.vectors[query_rows] @ gallery.vectors.T
+        by_label: dict[str, list[int]] = {}
+        for row, it in enumerate(batch):
+            a, b = span[it.image_id]
+            sims[row, a:b] = -np.inf  # the query image itself
+            by_label.setdefault(gallery.rows[query_rows[row]]["label"], []).append(row)
+        for label, members in by_label.items():
+            mask = allowed(label)
+            if mask is not None:
+                sims[np.ix_(members, np.flatnonzero(~mask))] = -np.inf
         per_product = np.maximum.reduceat(sims, starts, axis=1)
-        for row in range(hi - lo):
-            q = lo + row
-            own = product_of_image[q]
+        for row, it in enumerate(batch):
+            own = product_of_image[it.image_id]
             scores = per_product[row]
             top = np.argsort(-scores, kind="stable")[: max_k + 1]
+            top = top[np.isfinite(scores[top])]  # search returns only products that pass its filter
             if views[own] >= 2:
                 multi += 1
                 for k in recall_at:
                     hits[k] += int(own in top[:k])
             others = top[top != own]
             for column in labels:
-                value = label_values[column][q]
+                value = _label_of(it, column)
                 if not value:
                     continue
                 counted[column] += 1

@@ -33,6 +33,23 @@ def test_each_image_votes_with_its_largest_garment():
     assert CategoryClasses.from_dict(learned.to_dict()) == learned
 
 
+def test_class_aware_search_meets_every_class_its_categories_hold():
+    learned = CategoryClasses(
+        shares={"Tops": {"top": 0.6, "knitwear": 0.3, "trousers": 0.1}, "Skirts": {"skirt": 0.9, "top": 0.1},
+                "Knitwear": {"knitwear": 1.0}},
+        images={"Tops": 10, "Skirts": 10, "Knitwear": 5},
+    )
+    # A top meets the knitwear of the categories that hold tops (the parser often calls one
+    # view of a sweater a top), but not the trousers worn in a Tops photo.
+    assert learned.search_filter("top") == (["Tops"], ["knitwear", "top"])
+    assert learned.search_filter("knitwear") == (["Knitwear", "Tops"], ["knitwear", "top"])
+    assert learned.search_filter("skirt") == (["Skirts"], ["skirt"])  # never blouses
+    assert learned.search_filter("hat") == (None, ["hat"])  # held by no category: any category
+    assert learned.search_filter("item") == (None, None)  # model-free detectors: no class filter
+    assert learned.search_filter("top", category="Skirts") == ("Skirts", ["top"])
+    assert learned.search_filter("skirt", category="Skirts") == ("Skirts", ["skirt"])
+
+
 def _photo(parts: dict[str, tuple[int, int, int, int]], size=(60, 90), shade: int = 0) -> Image.Image:
     """Garments as solid blocks of their class's colour; ``shade`` tells products apart."""
     image = Image.new("RGB", size, (255, 255, 255))
@@ -41,22 +58,26 @@ def _photo(parts: dict[str, tuple[int, int, int, int]], size=(60, 90), shade: in
     return image
 
 
-@pytest.fixture
-def outfit_index(tmp_path: Path) -> SearchEngine:
+def _indexed(tmp_path: Path, photos: dict[tuple[str, str], Image.Image]) -> SearchEngine:
+    """An index of one photo per (category, product), built with the colour-class detector."""
     root = tmp_path / "catalog"
-    photos = {
-        ("Tops", "top-1"): _photo({"top": (10, 10, 50, 60)}),
-        ("Tops", "top-2"): _photo({"top": (10, 5, 50, 50), "skirt": (15, 50, 45, 70)}),  # worn with a skirt
-        ("Skirts", "skirt-1"): _photo({"skirt": (10, 20, 50, 70)}, shade=-25),
-        ("Skirts", "skirt-2"): _photo({"skirt": (5, 30, 55, 80)}, shade=15),
-        ("Shoes", "shoe-1"): _photo({"footwear": (10, 50, 50, 70)}),
-    }
     for (category, pid), image in photos.items():
         (root / category / pid).mkdir(parents=True)
         image.save(root / category / pid / "front.png")
     engine = SearchEngine.create(tmp_path / "db", Component("test-pixels", {}), Component("test-colour-garments", {}))
     engine.index(load_catalog(folder=root))
     return engine
+
+
+@pytest.fixture
+def outfit_index(tmp_path: Path) -> SearchEngine:
+    return _indexed(tmp_path, {
+        ("Tops", "top-1"): _photo({"top": (10, 10, 50, 60)}),
+        ("Tops", "top-2"): _photo({"top": (10, 5, 50, 50), "skirt": (15, 50, 45, 70)}),  # worn with a skirt
+        ("Skirts", "skirt-1"): _photo({"skirt": (10, 20, 50, 70)}, shade=-25),
+        ("Skirts", "skirt-2"): _photo({"skirt": (5, 30, 55, 80)}, shade=15),
+        ("Shoes", "shoe-1"): _photo({"footwear": (10, 50, 50, 70)}),
+    })
 
 
 def test_indexing_learns_which_classes_each_category_holds(outfit_index):
@@ -126,6 +147,20 @@ def test_each_garment_of_an_outfit_gets_its_own_results(outfit_index):
     result = outfit_index.search(_photo({"top": (10, 5, 50, 45), "footwear": (10, 70, 50, 85)}), k=3)
     by_label = {g.garment.label: {r.category for r in g.results} for g in result.garments}
     assert by_label == {"top": {"Tops"}, "footwear": {"Shoes"}}
+
+
+def test_a_product_parsed_as_another_class_of_its_category_is_still_found(tmp_path):
+    engine = _indexed(tmp_path, {
+        ("Tops", "top-1"): _photo({"top": (10, 10, 50, 60)}),
+        ("Tops", "top-2"): _photo({"top": (10, 10, 50, 55)}),
+        ("Tops", "sweater-1"): _photo({"knitwear": (10, 10, 50, 60)}),  # the parser says knitwear
+        ("Skirts", "skirt-1"): _photo({"skirt": (10, 10, 50, 60)}),
+    })
+    assert engine.category_classes.classes_of("Tops") == {"top", "knitwear"}
+    # Another view of the sweater, parsed as a top this time.
+    [garment] = engine.search(_photo({"top": (10, 10, 50, 60)}), k=5).garments
+    assert garment.garment.label == "top"
+    assert {r.product_id for r in garment.results} == {"top-1", "top-2", "sweater-1"}
 
 
 def test_an_explicit_category_overrides_the_learned_ones(outfit_index, tmp_path):

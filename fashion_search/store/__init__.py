@@ -78,12 +78,12 @@ class VectorStore(ABC):
         vector: np.ndarray,
         k: int,
         category: Optional[str | Sequence[str]] = None,
-        label: Optional[str] = None,
+        label: Optional[str | Sequence[str]] = None,
         exclude_product: Optional[str] = None,
     ) -> list[Hit]:
         """The ``k`` stored garments nearest to ``vector``, optionally only of one catalog
-        ``category`` (or any of several) and/or garment ``label``; filters are applied before
-        ranking so they never cost recall."""
+        ``category`` (or any of several) and/or garment ``label`` (or any of several); filters
+        are applied before ranking so they never cost recall."""
 
     @abstractmethod
     def count(self) -> int:

@@ -434,7 +434,7 @@ class LanceVectorStore(VectorStore):
         vector: np.ndarray,
         k: int,
         category: Optional[str | Sequence[str]] = None,
-        label: Optional[str] = None,
+        label: Optional[str | Sequence[str]] = None,
         exclude_product: Optional[str] = None,
     ) -> list[Hit]:
         if k <= 0 or self.dim is None and self._open_garments() is None:
@@ -449,8 +449,12 @@ class LanceVectorStore(VectorStore):
             if not category:
                 return []
             narrow.append(sql_in("category", sorted(category)))
-        if label is not None:
+        if isinstance(label, str):
             narrow.append(f"label = {sql_str(label)}")
+        elif label is not None:
+            if not label:
+                return []
+            narrow.append(sql_in("label", sorted(label)))
         excluded = [f"product_id != {sql_str(exclude_product)}"] if exclude_product is not None else []
         data = _run(self._search(query_vector, int(k), " AND ".join(narrow), " AND ".join(narrow + excluded)))
         if data is None:

@@ -247,6 +247,16 @@ def test_label_filter_returns_only_that_label_and_combines_with_category(store: 
     assert len(both) == sum(1 for r in rows if r.category == "bags" and r.label == "boot")
 
 
+def test_label_filter_accepts_several_labels(store: LanceVectorStore) -> None:
+    rows = random_rows(90, labels=("shirt", "boot", "hat"))
+    store.upsert_images(rows)
+    query = rows[7].vector
+    hits = store.search(query, 20, category=["tops", "bags"], label=["shirt", "hat"])
+    wanted = lambda r: r.category in ("tops", "bags") and r.label in ("shirt", "hat")  # noqa: E731
+    assert len(hits) == 20 and [h.row_id for h in hits] == exact_top(rows, query, 20, wanted)
+    assert store.search(query, 5, label=[]) == []
+
+
 def test_filter_on_an_unknown_category_returns_nothing(store: LanceVectorStore) -> None:
     store.upsert_images(random_rows(10))
     assert store.search(np.ones(DIM), 5, category="no such") == []
