@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Union
 
 from fashion_search.garments import Garment
-from fashion_search.garments.taxonomy import GARMENT_CLASSES
+from fashion_search.garments.taxonomy import GARMENT_CLASSES, lookalikes
 
 # A class must be the main garment of this share of a category's images to count as held by
 # it: high enough that a few misparsed photos do not open a category to the wrong queries, low
@@ -69,26 +69,26 @@ class CategoryClasses:
     def search_filter(self, garment_class: str, category: Optional[str] = None
                       ) -> tuple[Optional[Union[str, list[str]]], Optional[list[str]]]:
         """The store filters ``(categories, labels)`` for class-aware search of a garment of
-        ``garment_class``: the categories that hold its class, and in them the garments of any
-        class they hold, not only of ``garment_class``.
+        ``garment_class``: the categories that hold its class, and in them the garments of its
+        class or of a lookalike class (``taxonomy.LOOKALIKE_PAIRS``) that those categories hold.
 
-        Why not the garment's class alone: the parser often names the same product differently
-        in two photos (a cardigan is knitwear in one view and outerwear in the next; a long top
-        is a dress), and requiring equal labels lost the product itself: same-product R@1 on
-        Zalora fell from 0.83 to 0.64. The category is the retailer's own label and holds
-        across views. A skirt still never meets blouses, since no skirt category holds tops.
-        An explicit ``category`` wins; it is searched for the classes it holds when it holds
-        ``garment_class``, else for ``garment_class`` alone.
+        Why not its own class alone: the parser often names one product differently in two
+        photos (a cardigan is knitwear in one view and outerwear in the next; a long top is a
+        dress), and requiring equal labels lost the product itself: same-product R@1 on Zalora
+        was 0.64 against 0.83. Why not every class the categories hold: categories the parser
+        has no class for (cufflinks, gift sets) hold a scatter of classes, and a bag would meet
+        their shoes. An explicit ``category`` wins over the learned ones.
         """
         if garment_class not in GARMENT_CLASSES:
             return category, None
         if category is not None:
             held = self.classes_of(category)
-            return category, sorted(held if garment_class in held else {garment_class})
+            return category, sorted((lookalikes(garment_class) & held) | {garment_class})
         categories = self.categories_for(garment_class)
         if not categories:
             return None, [garment_class]
-        return categories, sorted(set().union(*(self.classes_of(c) for c in categories)))
+        held = set().union(*(self.classes_of(c) for c in categories))
+        return categories, sorted((lookalikes(garment_class) & held) | {garment_class})
 
     def main_class(self, category: str) -> Optional[str]:
         shares = self.shares.get(category)

@@ -33,17 +33,19 @@ def test_each_image_votes_with_its_largest_garment():
     assert CategoryClasses.from_dict(learned.to_dict()) == learned
 
 
-def test_class_aware_search_meets_every_class_its_categories_hold():
+def test_class_aware_search_meets_lookalike_classes_its_categories_hold():
     learned = CategoryClasses(
         shares={"Tops": {"top": 0.6, "knitwear": 0.3, "trousers": 0.1}, "Skirts": {"skirt": 0.9, "top": 0.1},
-                "Knitwear": {"knitwear": 1.0}},
-        images={"Tops": 10, "Skirts": 10, "Knitwear": 5},
+                "Knitwear": {"knitwear": 1.0}, "Gifts": {"bag": 0.5, "footwear": 0.3, "knitwear": 0.2}},
+        images={"Tops": 10, "Skirts": 10, "Knitwear": 5, "Gifts": 10},
     )
     # A top meets the knitwear of the categories that hold tops (the parser often calls one
     # view of a sweater a top), but not the trousers worn in a Tops photo.
     assert learned.search_filter("top") == (["Tops"], ["knitwear", "top"])
-    assert learned.search_filter("knitwear") == (["Knitwear", "Tops"], ["knitwear", "top"])
+    assert learned.search_filter("knitwear") == (["Gifts", "Knitwear", "Tops"], ["knitwear", "top"])
     assert learned.search_filter("skirt") == (["Skirts"], ["skirt"])  # never blouses
+    # A category the parser has no class for holds a scatter of them: a bag meets none but bags.
+    assert learned.search_filter("bag") == (["Gifts"], ["bag"])
     assert learned.search_filter("hat") == (None, ["hat"])  # held by no category: any category
     assert learned.search_filter("item") == (None, None)  # model-free detectors: no class filter
     assert learned.search_filter("top", category="Skirts") == ("Skirts", ["top"])
