@@ -81,6 +81,8 @@ class OnnxCnnEmbedder(Embedder):
 
         import onnxruntime as ort  # imported here so that listing embedders stays cheap
 
+        from fashion_search.embed.runtime import no_spinning
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         # One graph runs at a time; parallelism comes from inside each convolution.
@@ -88,6 +90,7 @@ class OnnxCnnEmbedder(Embedder):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initializers are noise to users
+        no_spinning(options)
         self._session = ort.InferenceSession(
             str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )

@@ -22,6 +22,7 @@ from PIL import Image
 
 from fashion_search.embed import sha256_file
 from fashion_search.embed.preprocess import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from fashion_search.embed.runtime import no_spinning
 from fashion_search.garments import Garment, GarmentDetector
 from fashion_search.garments.taxonomy import NOT_GARMENTS, PAIRED_CLASSES, PARSER_CLASSES
 from fashion_search.registry import DETECTORS
@@ -100,6 +101,7 @@ class GarmentParser(GarmentDetector):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
+        no_spinning(options)
         self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         # Models exported with a fixed input size (older exports) always get the full canvas.
         shape = self.session.get_inputs()[0].shape
