@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=12, help="results per garment (default 12)")
     p.add_argument("--category", help="only products of this catalog category")
     p.add_argument("--any-class", action="store_true",
-                   help="let a garment match catalog items of any garment class (default: the same class only)")
+                   help="let a garment match catalog items of any garment class (default: only the categories "
+                        "that hold its class, and there garments of its class or a lookalike one)")
     p.add_argument("--json", action="store_true", help="one JSON object per query image per line")
     _add_model_args(p)
     p.set_defaults(func=cmd_search)

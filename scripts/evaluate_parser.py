@@ -134,6 +134,15 @@ def training_lines(stages: list[dict]) -> list[str]:
 NOTES = "## Notes"
 
 
+def hand_written_notes(card_text: str) -> str:
+    """The card from its ``## Notes`` heading line on (the heading's name also appears in the
+    regenerate line above it, which is not where the notes start)."""
+    for i, line in enumerate(card_text.splitlines(keepends=True)):
+        if line.strip() == NOTES:
+            return "".join(card_text.splitlines(keepends=True)[i:])
+    return ""
+
+
 def card(results: dict, training: dict | None, model: Path, notes: str = "") -> str:
     seg, shots, tags, s2s, speed = (results[k] for k in ("segmentation", "product_shots", "tags", "street_to_shop", "latency"))
     lines = [
@@ -247,7 +256,7 @@ def main() -> None:
     if args.card:
         training = json.loads(Path(args.training).read_text()) if args.training else None
         old = CARD.read_text() if CARD.exists() else ""
-        notes = old[old.index(NOTES):] if NOTES in old else ""
+        notes = hand_written_notes(old)
         CARD.write_text(card(results, training, model, notes))
         print(f"wrote {CARD}", file=sys.stderr)
 

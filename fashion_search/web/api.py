@@ -98,11 +98,15 @@ async def _known_category(request: Request, category: Optional[str]) -> Optional
     return category
 
 
+CLASS_AWARE = ("class-aware search: each garment only meets the catalog categories that hold its class, "
+               "and there garments of its class or a lookalike one")
+
+
 async def search_options(
     request: Request,
     k: int = Query(12, ge=1, le=MAX_K, description="results per garment"),
     category: Optional[str] = Query(None, description="only products of this catalog category (see /api/categories)"),
-    same_class: bool = Query(True, description="only catalog garments of the same class as each query garment"),
+    same_class: bool = Query(True, description=CLASS_AWARE),
 ) -> SearchOptions:
     return SearchOptions(k, await _known_category(request, category), same_class)
 
