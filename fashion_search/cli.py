@@ -191,7 +191,8 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
     config = TrainConfig(ccp_root=args.ccp, kaggle_root=args.kaggle, output=args.output, epochs=args.epochs,
                          batch_size=args.batch_size, products_per_class=args.products_per_class, seed=args.seed,
                          threads=args.threads, limit=args.limit, device=args.device,
-                         frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight)
+                         frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight,
+                         loader_threads=args.loader_threads)
     report = train_parser(config)
     print(json.dumps({k: report[k] for k in ("minutes", "train_examples")} | {"last": report["history"][-1]}))
     print(f"model: {Path(args.output) / 'garment_parser.onnx'}", file=sys.stderr)
@@ -299,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frozen-blocks", type=int, default=5,
                    help="backbone blocks kept at their ImageNet weights (default 5 of 16, for 2-core CPUs; "
                         "0 trains them all, worth it on a GPU)")
+    p.add_argument("--loader-threads", type=int, default=0,
+                   help="augment training views on N threads, one batch ahead, each view seeded on its own "
+                        "(for GPU training, where augmenting in line would leave the GPU waiting; default 0: "
+                        "in line, the random stream the shipped model was trained with)")
     p.add_argument("--init", help="parser.pt checkpoint to start from instead of ImageNet weights alone")
     p.add_argument("--jaccard-weight", type=float, default=0.0,
                    help="add this much soft-Jaccard (IoU) loss to cross-entropy (default 0: cross-entropy only)")

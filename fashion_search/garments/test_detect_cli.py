@@ -74,10 +74,12 @@ def test_train_parser_writes_a_model_the_parser_loads(shared_data, tmp_path, cap
     assert labels.dtype == np.uint8 and labels.shape == confidence.shape
     assert 0 <= confidence.min() and confidence.max() <= 1
 
-    # A second stage: start from the first stage's checkpoint, train more blocks.
+    # A second stage: start from the first stage's checkpoint, train more blocks, augment on threads.
     second = tmp_path / "second"
     code = main(["train-parser", "--ccp", str(shared_data / "ccp"), "--output", str(second), "--epochs", "1",
-                 "--limit", "4", "--init", str(out / "parser.pt"), "--frozen-blocks", "2", "--jaccard-weight", "0.5"])
+                 "--limit", "4", "--init", str(out / "parser.pt"), "--frozen-blocks", "2", "--jaccard-weight", "0.5",
+                 "--loader-threads", "2"])
     assert code == 0
     report = json.loads((second / "training.json").read_text())
     assert report["config"]["init"] == str(out / "parser.pt") and report["history"][0]["loss"] > 0
+    assert report["config"]["loader_threads"] == 2

@@ -47,6 +47,7 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" where a GPU is available; the shipped model was trained on the CPU
     init: Optional[str] = None  # a parser.pt to start from: training in stages
     jaccard_weight: float = 0.0  # weight of the soft-Jaccard term added to cross-entropy
+    loader_threads: int = 0  # augment on threads, a batch ahead (GPU training); 0: in line
 
 
 def to_pixels(batch: np.ndarray) -> torch.Tensor:
@@ -180,8 +181,7 @@ def train_parser(config: TrainConfig) -> dict:
     for epoch in range(config.epochs):
         order = rng.permutation(len(train))
         losses = []
-        for start in range(0, len(order), config.batch_size):
-            views = [data.augment(train[i], size, rng) for i in order[start : start + config.batch_size]]
+        for views in data.augmented_batches(train, order, config.batch_size, size, rng, config.loader_threads):
             pixels = to_pixels(np.stack([v[0] for v in views])).to(device)
             labels = torch.from_numpy(np.stack([v[1] for v in views]).astype(np.int64)).to(device)
             logits = F.interpolate(net(pixels), size=size, mode="bilinear", align_corners=False)
