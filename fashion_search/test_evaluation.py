@@ -81,3 +81,16 @@ def test_a_product_is_ranked_by_its_best_matching_garment(tmp_path):
     report = evaluate_index(items, store, recall_at=(1,), labels=())
     # a1 finds A through a2's second garment; a2 (its main garment) finds b1 nearer than a1.
     assert report.multi_view_queries == 2 and report.recall[1] == 0.5
+
+
+def test_recall_comes_with_an_interval_that_holds_it(tmp_path):
+    items = [_item(tmp_path, f"{p}{v}", p, "Tops") for p in "ABCDEF" for v in (1, 2)]
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(len(items), 8)).astype(np.float32)
+    vectors[1::2] = vectors[0::2] + 0.3 * rng.normal(size=(6, 8))  # each product's views alike
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    report = evaluate_index(items, _store(tmp_path, vectors, items), recall_at=(1, 5), labels=())
+    for k in (1, 5):
+        lo, hi = report.recall_interval[k]
+        assert 0.0 <= lo <= report.recall[k] <= hi <= 1.0
+    assert report.to_dict()["recall_95ci"]["R@1"] == [round(v, 4) for v in report.recall_interval[1]]
