@@ -81,14 +81,11 @@ class CategoryClasses:
         """
         if garment_class not in GARMENT_CLASSES:
             return category, None
-        if category is not None:
-            held = self.classes_of(category)
-            return category, sorted((lookalikes(garment_class) & held) | {garment_class})
-        categories = self.categories_for(garment_class)
-        if not categories:
-            return None, [garment_class]
-        held = set().union(*(self.classes_of(c) for c in categories))
-        return categories, sorted((lookalikes(garment_class) & held) | {garment_class})
+        where: Optional[Union[str, list[str]]] = category
+        if where is None:
+            where = self.categories_for(garment_class) or None
+        held = self.classes_of(where) if isinstance(where, str) else set().union(*map(self.classes_of, where or []))
+        return where, sorted((lookalikes(garment_class) & held) | {garment_class})
 
     def main_class(self, category: str) -> Optional[str]:
         shares = self.shares.get(category)

@@ -71,11 +71,10 @@ class _Gallery:
     query_row: dict[str, int]  # image_id -> index into rows
 
 
-def _gallery(store: VectorStore, wanted: set[str], product_order: dict[str, int]) -> _Gallery:
+def _gallery(store: VectorStore, classes: CategoryClasses, wanted: set[str], product_order: dict[str, int]) -> _Gallery:
     """A photo's query garment is the garment that is its product: the largest garment of a class
     its category holds (a shirt photo also shows the model's trousers), else the largest garment;
     model-free detectors give one garment per image anyway."""
-    classes = CategoryClasses.from_dict(store.read_manifest().get("category_classes"))
     rows = [row for row in store.iter_rows(with_vectors=True) if row["image_id"] in wanted]
     rows.sort(key=lambda r: (product_order[r["image_id"]], r["image_id"], r["garment"]))
     best: dict[str, tuple[tuple[bool, float], int]] = {}
@@ -111,7 +110,8 @@ def evaluate_index(
     for it in items:
         product_index.setdefault(it.product_id, len(product_index))
     image_product = {it.image_id: product_index[it.product_id] for it in items}
-    gallery = _gallery(store, set(image_product), image_product)
+    classes = CategoryClasses.from_dict(store.read_manifest().get("category_classes"))
+    gallery = _gallery(store, classes, set(image_product), image_product)
     items = [it for it in items if it.image_id in gallery.query_row]
     n = len(items)
     report = EvaluationReport(images=n, products=len({it.product_id for it in items}), multi_view_queries=0)
@@ -129,7 +129,8 @@ def evaluate_index(
     product_of_image = {it.image_id: renumber[image_product[it.image_id]] for it in items}
     views = np.bincount([product_of_image[it.image_id] for it in items], minlength=len(kept_products))
 
-    classes = CategoryClasses.from_dict(store.read_manifest().get("category_classes"))
+    row_categories = np.array([r["category"] for r in gallery.rows], dtype=object)
+    row_labels = np.array([r["label"] for r in gallery.rows], dtype=object)
     allowed_for: dict[str, Optional[np.ndarray]] = {}
 
     def allowed(label: str) -> Optional[np.ndarray]:
@@ -140,9 +141,9 @@ def evaluate_index(
             if categories is not None or labels_ is not None:
                 mask = np.ones(len(gallery.rows), bool)
                 if categories is not None:
-                    mask &= np.isin(np.array([r["category"] for r in gallery.rows], dtype=object), list(categories))
+                    mask &= np.isin(row_categories, list(categories))
                 if labels_ is not None:
-                    mask &= np.isin(np.array([r["label"] for r in gallery.rows], dtype=object), list(labels_))
+                    mask &= np.isin(row_labels, list(labels_))
             allowed_for[label] = mask
         return allowed_for[label]
 

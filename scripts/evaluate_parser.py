@@ -137,10 +137,9 @@ NOTES = "## Notes"
 def hand_written_notes(card_text: str) -> str:
     """The card from its ``## Notes`` heading line on (the heading's name also appears in the
     regenerate line above it, which is not where the notes start)."""
-    for i, line in enumerate(card_text.splitlines(keepends=True)):
-        if line.strip() == NOTES:
-            return "".join(card_text.splitlines(keepends=True)[i:])
-    return ""
+    lines = card_text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip() == NOTES]
+    return "".join(lines[starts[0]:]) if starts else ""
 
 
 def card(results: dict, training: dict | None, model: Path, notes: str = "") -> str:
