@@ -192,7 +192,7 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, products_per_class=args.products_per_class, seed=args.seed,
                          threads=args.threads, limit=args.limit, device=args.device,
                          frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight,
-                         loader_threads=args.loader_threads)
+                         loader_threads=args.loader_threads, decoder=args.decoder)
     report = train_parser(config)
     print(json.dumps({k: report[k] for k in ("minutes", "train_examples")} | {"last": report["history"][-1]}))
     print(f"model: {Path(args.output) / 'garment_parser.onnx'}", file=sys.stderr)
@@ -304,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment training views on N threads, one batch ahead, each view seeded on its own "
                         "(for GPU training, where augmenting in line would leave the GPU waiting; default 0: "
                         "in line, the random stream the shipped model was trained with)")
-    p.add_argument("--init", help="parser.pt checkpoint to start from instead of ImageNet weights alone")
+    p.add_argument("--init", help="parser.pt checkpoint to start from instead of ImageNet weights alone "
+                                  "(only its backbone, where its decoder is of another kind)")
+    p.add_argument("--decoder", default="pyramid",
+                   help="decoder on the backbone: pyramid (the first parser's) or context (sees the whole photo)")
     p.add_argument("--jaccard-weight", type=float, default=0.0,
                    help="add this much soft-Jaccard (IoU) loss to cross-entropy (default 0: cross-entropy only)")
     p.set_defaults(func=cmd_train_parser)

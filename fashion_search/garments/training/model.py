@@ -26,8 +26,72 @@ def load_backbone(image_size: tuple[int, int]) -> nn.Module:
         )
 
 
+class PyramidDecoder(nn.Module):
+    """The first parser's decoder: the four taps summed top-down after 1x1 projections, one 3x3
+    conv and a classifier at stride 4. Cheap, but each pixel sees only its backbone neighbourhood."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, DECODER_CHANNELS, 1) for k, c in TAPS.items()})
+        self.head = _classifier(DECODER_CHANNELS, num_classes)
+
+    def forward(self, feats: dict[int, torch.Tensor]) -> torch.Tensor:
+        y = None
+        for k in sorted(TAPS, reverse=True):
+            lateral = self.lateral[str(k)](feats[k])
+            y = lateral if y is None else lateral + _upsample(y, lateral)
+        return self.head(y)
+
+
+class ContextDecoder(nn.Module):
+    """A pyramid decoder that also sees the whole photo. Most of the parser's errors are whole
+    regions of the wrong class (a top read as a dress, a cardigan as a coat), which only the rest
+    of the outfit can settle: the stride-32 features are joined by their global average, and every
+    coarse level is refined by a 3x3 conv before it is passed down. The stride-4 level stays as
+    narrow as the first decoder's, where the cost of each channel is 64 times that at stride 32."""
+
+    def __init__(self, num_classes: int, channels: int = 96) -> None:
+        super().__init__()
+        top = max(TAPS)
+        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, channels if k != min(TAPS) else DECODER_CHANNELS, 1)
+                                      for k, c in TAPS.items()})
+        self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(TAPS[top], channels, 1), nn.ReLU(inplace=True))
+        self.refine = nn.ModuleDict({str(k): _conv_bn_relu(channels, channels, 3) for k in TAPS if k != min(TAPS)})
+        self.to_fine = nn.Conv2d(channels, DECODER_CHANNELS, 1)
+        self.head = _classifier(DECODER_CHANNELS, num_classes)
+
+    def forward(self, feats: dict[int, torch.Tensor]) -> torch.Tensor:
+        top, fine = max(TAPS), min(TAPS)
+        y = self.lateral[str(top)](feats[top]) + self.global_context(feats[top])
+        y = self.refine[str(top)](y)
+        for k in sorted(TAPS, reverse=True)[1:]:
+            lateral = self.lateral[str(k)](feats[k])
+            if k == fine:
+                y = lateral + self.to_fine(_upsample(y, lateral))
+            else:
+                y = self.refine[str(k)](lateral + _upsample(y, lateral))
+        return self.head(y)
+
+
+DECODERS = {"pyramid": PyramidDecoder, "context": ContextDecoder}
+
+
+def _upsample(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(y, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _classifier(cin: int, num_classes: int) -> nn.Sequential:
+    # Flat, so that the first parser's checkpoints (head.0/1/3) load as they are.
+    return nn.Sequential(*_conv_bn_relu(cin, DECODER_CHANNELS, 3), nn.Conv2d(DECODER_CHANNELS, num_classes, 1))
+
+
 class ParserNet(nn.Module):
-    def __init__(self, num_classes: int, image_size: tuple[int, int], frozen_blocks: int = 5) -> None:
+    def __init__(self, num_classes: int, image_size: tuple[int, int], frozen_blocks: int = 5,
+                 decoder: str = "pyramid") -> None:
         super().__init__()
         self.image_size = image_size
         self.backbone = load_backbone(image_size)
@@ -39,13 +103,9 @@ class ParserNet(nn.Module):
         for module in [self.backbone._conv_stem, self.backbone._bn0, *self.backbone._blocks[:frozen_blocks]]:
             for p in module.parameters():
                 p.requires_grad_(False)
-        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, DECODER_CHANNELS, 1) for k, c in TAPS.items()})
-        self.head = nn.Sequential(
-            nn.Conv2d(DECODER_CHANNELS, DECODER_CHANNELS, 3, padding=1, bias=False),
-            nn.BatchNorm2d(DECODER_CHANNELS),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(DECODER_CHANNELS, num_classes, 1),
-        )
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown parser decoder {decoder!r}; known: {', '.join(DECODERS)}")
+        self.decoder = DECODERS[decoder](num_classes)
 
     def train(self, mode: bool = True) -> "ParserNet":
         super().train(mode)
@@ -62,11 +122,26 @@ class ParserNet(nn.Module):
             x = block(x)
             if i in TAPS:
                 feats[i] = x
-        y = None
-        for k in sorted(TAPS, reverse=True):
-            lateral = self.lateral[str(k)](feats[k])
-            y = lateral if y is None else lateral + F.interpolate(y, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(y)
+        return self.decoder(feats)
+
+
+def load_checkpoint(net: ParserNet, path: str) -> bool:
+    """Load a ``parser.pt`` into ``net``. Where the checkpoint's decoder is another kind than
+    ``net``'s, only its backbone is taken (a new decoder on a trained backbone); returns whether the
+    decoder was loaded too. Checkpoints from before decoders were pluggable name the pyramid
+    decoder's layers at the top level."""
+    state = torch.load(path, map_location="cpu")
+    state = {("decoder." + k if k.startswith(("lateral.", "head.")) else k): v for k, v in state.items()}
+    own = net.state_dict()
+    decoder = {k: v for k, v in state.items() if k.startswith("decoder.")}
+    same_decoder = decoder.keys() == {k for k in own if k.startswith("decoder.")} and all(
+        v.shape == own[k].shape for k, v in decoder.items())
+    if same_decoder:
+        net.load_state_dict(state)
+        return True
+    net.load_state_dict({k: v for k, v in state.items() if not k.startswith("decoder.")} | {
+        k: v for k, v in own.items() if k.startswith("decoder.")})
+    return False
 
 
 class ParserExport(nn.Module):

@@ -22,7 +22,7 @@ from fashion_search.garments.datasets import ccp_ids
 from fashion_search.garments.parser import letterbox
 from fashion_search.garments.taxonomy import IGNORE, PARSER_CLASSES
 from fashion_search.garments.training import data
-from fashion_search.garments.training.model import ParserExport, ParserNet
+from fashion_search.garments.training.model import ParserExport, ParserNet, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class TrainConfig:
     init: Optional[str] = None  # a parser.pt to start from: training in stages
     jaccard_weight: float = 0.0  # weight of the soft-Jaccard term added to cross-entropy
     loader_threads: int = 0  # augment on threads, a batch ahead (GPU training); 0: in line
+    decoder: str = "pyramid"  # a name in model.DECODERS
 
 
 def to_pixels(batch: np.ndarray) -> torch.Tensor:
@@ -159,9 +160,9 @@ def train_parser(config: TrainConfig) -> dict:
 
     device = torch.device(config.device)
     weights = class_weights(data.class_pixel_counts(train)).to(device)
-    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks)
-    if config.init:
-        net.load_state_dict(torch.load(config.init, map_location="cpu"))
+    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks, config.decoder)
+    if config.init and not load_checkpoint(net, config.init):
+        log.info("%s has another decoder: its backbone starts a new %s decoder", config.init, config.decoder)
     net = net.to(device)
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
     decoder = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
