@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only the first N street photos (smoke runs)")
     p.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: cpu)")
     p.add_argument("--frozen-blocks", type=int, default=5,
-                   help="backbone blocks kept at their ImageNet weights (default 5 of 16, for 2-core CPUs; "
+                   help="backbone blocks kept as they start, ImageNet's or --init's weights (default 5 of 16, for 2-core CPUs; "
                         "0 trains them all, worth it on a GPU)")
     p.add_argument("--loader-threads", type=int, default=0,
                    help="augment training views on N threads, one batch ahead, each view seeded on its own "

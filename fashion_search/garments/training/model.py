@@ -12,6 +12,7 @@ from torch import nn
 
 # Backbone blocks whose outputs feed the decoder: strides 4, 8, 16 and 32.
 TAPS = {2: 24, 4: 40, 10: 112, 15: 320}
+FINE, COARSE = min(TAPS), max(TAPS)
 DECODER_CHANNELS = 64
 
 
@@ -53,21 +54,20 @@ class ContextDecoder(nn.Module):
 
     def __init__(self, num_classes: int, channels: int = 96) -> None:
         super().__init__()
-        top = max(TAPS)
-        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, channels if k != min(TAPS) else DECODER_CHANNELS, 1)
+        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, DECODER_CHANNELS if k == FINE else channels, 1)
                                       for k, c in TAPS.items()})
-        self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(TAPS[top], channels, 1), nn.ReLU(inplace=True))
-        self.refine = nn.ModuleDict({str(k): _conv_bn_relu(channels, channels, 3) for k in TAPS if k != min(TAPS)})
+        self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(TAPS[COARSE], channels, 1),
+                                            nn.ReLU(inplace=True))
+        self.refine = nn.ModuleDict({str(k): _conv_bn_relu(channels, channels, 3) for k in TAPS if k != FINE})
         self.to_fine = nn.Conv2d(channels, DECODER_CHANNELS, 1)
         self.head = _classifier(DECODER_CHANNELS, num_classes)
 
     def forward(self, feats: dict[int, torch.Tensor]) -> torch.Tensor:
-        top, fine = max(TAPS), min(TAPS)
-        y = self.lateral[str(top)](feats[top]) + self.global_context(feats[top])
-        y = self.refine[str(top)](y)
+        y = self.lateral[str(COARSE)](feats[COARSE]) + self.global_context(feats[COARSE])
+        y = self.refine[str(COARSE)](y)
         for k in sorted(TAPS, reverse=True)[1:]:
             lateral = self.lateral[str(k)](feats[k])
-            if k == fine:
+            if k == FINE:
                 y = lateral + self.to_fine(_upsample(y, lateral))
             else:
                 y = self.refine[str(k)](lateral + _upsample(y, lateral))
