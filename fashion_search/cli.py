@@ -188,11 +188,21 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
         raise ImportError(f"training needs the export extra: pip install 'fashion-search[export]' ({exc})") from exc
 
     logging.getLogger("fashion_search").setLevel(logging.INFO)
+    if not (args.ccp or args.examples):
+        raise SystemExit("train-parser needs --ccp (the datasets) or --examples (a pack of them)")
+    if not (args.output or args.write_examples):
+        raise SystemExit("train-parser needs --output (or --write-examples to only pack the examples)")
     config = TrainConfig(ccp_root=args.ccp, kaggle_root=args.kaggle, output=args.output, epochs=args.epochs,
                          batch_size=args.batch_size, products_per_class=args.products_per_class, seed=args.seed,
                          threads=args.threads, limit=args.limit, device=args.device,
                          frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight,
-                         loader_threads=args.loader_threads, decoder=args.decoder)
+                         loader_threads=args.loader_threads, decoder=args.decoder, examples=args.examples,
+                         minutes=args.minutes)
+    if args.write_examples:
+        from fashion_search.garments.training.train import write_training_examples
+
+        print(json.dumps(write_training_examples(config, Path(args.write_examples))))
+        return 0
     report = train_parser(config)
     print(json.dumps({k: report[k] for k in ("minutes", "train_examples")} | {"last": report["history"][-1]}))
     print(f"model: {Path(args.output) / 'garment_parser.onnx'}", file=sys.stderr)
@@ -287,9 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("train-parser", help="train the garment parser on Clothing Co-Parsing (+ product shots)")
-    p.add_argument("--ccp", required=True, help="Clothing Co-Parsing folder (photos/, masks/, labels.csv)")
+    p.add_argument("--ccp", help="Clothing Co-Parsing folder (photos/, masks/, labels.csv)")
     p.add_argument("--kaggle", help="folder of plain-background product shots with labels.csv (articleType)")
-    p.add_argument("--output", required=True, help="folder for the checkpoint, the ONNX model and training.json")
+    p.add_argument("--examples", help="train on a pack written by --write-examples instead of --ccp/--kaggle "
+                                      "(a GPU machine without the datasets)")
+    p.add_argument("--write-examples", metavar="FILE",
+                   help="write the examples --ccp/--kaggle give to FILE (one zip) and stop, without training")
+    p.add_argument("--output", help="folder for the checkpoint, the ONNX model and training.json")
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="time budget for training: fewer than --epochs where the first epoch shows they will not "
+                        "fit (the epochs run are recorded in training.json; default 0: no budget)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--products-per-class", type=int, default=60)

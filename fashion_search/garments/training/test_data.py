@@ -2,7 +2,7 @@
 import numpy as np
 from PIL import Image
 
-from fashion_search.garments.training.data import Example, augment, augmented_batches
+from fashion_search.garments.training.data import Example, augment, augmented_batches, read_examples, write_examples
 
 
 def _examples(n: int = 5) -> list[Example]:
@@ -40,3 +40,19 @@ def test_without_threads_views_draw_from_one_stream_as_the_shipped_model_was_tra
     rng = np.random.default_rng(7)
     expected = [[augment(examples[i], (64, 32), rng) for i in order[s : s + 2]] for s in range(0, 5, 2)]
     assert _same(_flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7))), expected)
+
+
+def test_packed_examples_come_back_in_order_with_their_labels_exact(tmp_path):
+    rng = np.random.default_rng(2)
+    smooth = np.clip(np.linspace(0, 255, 64)[None, :, None] + rng.normal(0, 4, (96, 64, 3)), 0, 255).astype(np.uint8)
+    examples = [Example(Image.fromarray(smooth), Image.fromarray((np.arange(96 * 64).reshape(96, 64) % (i + 3)).astype(np.uint8), "L"),
+                        kind) for i, kind in enumerate(["street", "product", "street"])]
+    write_examples(tmp_path / "pack.zip", {"train": examples[:2], "val": examples[2:]})
+    back = read_examples(tmp_path / "pack.zip")
+    assert sorted(back) == ["train", "val"]
+    assert [e.kind for e in back["train"]] == ["street", "product"] and [e.kind for e in back["val"]] == ["street"]
+    for original, packed in zip(examples, back["train"] + back["val"]):
+        assert packed.image.mode == "RGB" and packed.image.size == original.image.size
+        assert np.array_equal(np.asarray(packed.labels), np.asarray(original.labels))
+        # Lossy, but close: the pack stands in for the photos it was made from.
+        assert np.abs(np.asarray(packed.image, np.float32) - np.asarray(original.image, np.float32)).mean() < 6

@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the export extra: pip install -e '.[export]'")
 
 from fashion_search.garments.taxonomy import IGNORE  # noqa: E402
-from fashion_search.garments.training.train import soft_jaccard_loss  # noqa: E402
+from fashion_search.garments.training.train import epochs_within, soft_jaccard_loss  # noqa: E402
 
 
 def _logits_for(labels: torch.Tensor, classes: int, confidence: float = 30.0) -> torch.Tensor:
@@ -36,3 +36,11 @@ def test_soft_jaccard_only_counts_classes_present_in_the_batch():
     labels = torch.zeros(1, 4, 4, dtype=torch.long)
     right = _logits_for(labels, 5)  # classes 1-4 are absent and never predicted
     assert soft_jaccard_loss(right, labels).item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_a_time_budget_keeps_the_epochs_that_fit_and_never_more_than_asked():
+    # Two epochs done in 1.0 min, the second in 0.2: 9 min are left, 0.9 of them for training.
+    assert epochs_within(minutes=10, elapsed=1.0, epoch_minutes=0.2, done=2, most=100) == 2 + 40
+    assert epochs_within(minutes=10, elapsed=1.0, epoch_minutes=0.2, done=2, most=30) == 30
+    # Over budget already: stop where it is, never below what has run.
+    assert epochs_within(minutes=1, elapsed=3.0, epoch_minutes=1.0, done=2, most=30) == 2

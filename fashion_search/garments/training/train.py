@@ -49,6 +49,8 @@ class TrainConfig:
     jaccard_weight: float = 0.0  # weight of the soft-Jaccard term added to cross-entropy
     loader_threads: int = 0  # augment on threads, a batch ahead (GPU training); 0: in line
     decoder: str = "pyramid"  # a name in model.DECODERS
+    examples: Optional[str] = None  # a pack from write_training_examples, in place of ccp_root/kaggle_root
+    minutes: float = 0.0  # time budget: fewer epochs than ``epochs`` where the first one shows they won't fit
 
 
 def to_pixels(batch: np.ndarray) -> torch.Tensor:
@@ -147,18 +149,17 @@ def train_parser(config: TrainConfig) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     size = (config.height, config.width)
-    ccp = Path(config.ccp_root)
-
-    ids = ccp_ids("train")[: config.limit or None]
-    # Decoded no larger than the strongest zoom needs (CCP's own ~838 px is less than that).
-    max_height = int(config.height * data.MAX_ZOOM)
-    train = data.load_ccp(ccp, ids, max_height)
-    if config.kaggle_root and config.products_per_class:
-        train += data.load_product_shots(Path(config.kaggle_root), config.products_per_class, config.seed)
-    val = data.load_ccp(ccp, ccp_ids("val")[: (config.limit and 10) or None], max_height)
-    log.info("training on %d examples (%d street photos), validating on %d", len(train), len(ids), len(val))
+    if config.examples:
+        splits = data.read_examples(Path(config.examples))
+        train, val = splits["train"], splits["val"]
+    else:
+        train, val = training_examples(config)
+    log.info("training on %d examples (%d street photos), validating on %d", len(train),
+             sum(e.kind == "street" for e in train), len(val))
 
     device = torch.device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one training canvas size: let cuDNN pick its fastest kernels
     weights = class_weights(data.class_pixel_counts(train)).to(device)
     net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks, config.decoder)
     if config.init and not load_checkpoint(net, config.init):
@@ -173,13 +174,18 @@ def train_parser(config: TrainConfig) -> dict:
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     warmup = min(100, total // 10)
+    # A list so that a time budget can shorten the cosine after the second epoch; the learning rate
+    # of the steps already taken barely depends on it (under 1.5% off at 20 epochs or more).
+    planned = [total]
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+        optimiser, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, planned[0] - warmup)))
     )
     history = []
     net.train()
     started = time.perf_counter()
-    for epoch in range(config.epochs):
+    epochs = config.epochs
+    epoch = 0
+    while epoch < epochs:
         order = rng.permutation(len(train))
         losses = []
         for views in data.augmented_batches(train, order, config.batch_size, size, rng, config.loader_threads):
@@ -195,15 +201,52 @@ def train_parser(config: TrainConfig) -> dict:
             schedule.step()
             losses.append(loss.item())
         entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "minutes": (time.perf_counter() - started) / 60}
-        if (epoch + 1) % 3 == 0 or epoch + 1 == config.epochs:
+        if (epoch + 1) % 3 == 0 or epoch + 1 == epochs:
             iou = validate(net, val, size)
             entry["val_garment_miou"] = garment_miou(iou)
             entry["val_iou"] = iou
         history.append(entry)
         log.info("epoch %d: %s", epoch + 1, {k: v for k, v in entry.items() if k != "val_iou"})
         torch.save(net.state_dict(), out / "parser.pt")
-    export_onnx(net.cpu(), out / "garment_parser.onnx")
-    report = {"config": asdict(config), "classes": list(PARSER_CLASSES), "history": history,
+        epoch += 1
+        if epoch == 2 and config.minutes:
+            epoch_minutes = entry["minutes"] - history[0]["minutes"]
+            epochs = epochs_within(config.minutes, entry["minutes"], epoch_minutes, epoch, config.epochs)
+            planned[0] = steps_per_epoch * epochs
+            log.info("time budget %.1f min: %d epochs", config.minutes, epochs)
+    report = {"config": asdict(config), "classes": list(PARSER_CLASSES), "history": history, "epochs": epochs,
               "train_examples": len(train), "minutes": (time.perf_counter() - started) / 60}
+    # Written before the export, so that a machine lacking the ONNX exporter still returns the run.
     (out / "training.json").write_text(json.dumps(report, indent=2))
+    export_onnx(net.cpu(), out / "garment_parser.onnx")
     return report
+
+
+def epochs_within(minutes: float, elapsed: float, epoch_minutes: float, done: int, most: int) -> int:
+    """How many epochs fit in ``minutes``, ``done`` of them having taken ``elapsed``, judged by the
+    latest one (``epoch_minutes``), with a tenth of what is left kept for validation passes. Not by
+    the first: on a fresh GPU machine it took four times as long as the second (cuDNN's kernel
+    search, cold caches)."""
+    more = int(0.9 * max(0.0, minutes - elapsed) / max(epoch_minutes, 1e-6))
+    return max(done, min(most, done + more))
+
+
+def training_examples(config: TrainConfig) -> tuple[list[data.Example], list[data.Example]]:
+    """The training and validation examples: CCP's fixed split, plus product shots for training."""
+    ccp = Path(config.ccp_root)
+    # Decoded no larger than the strongest zoom needs (CCP's own ~838 px is less than that).
+    max_height = int(config.height * data.MAX_ZOOM)
+    train = data.load_ccp(ccp, ccp_ids("train")[: config.limit or None], max_height)
+    if config.kaggle_root and config.products_per_class:
+        train += data.load_product_shots(Path(config.kaggle_root), config.products_per_class, config.seed)
+    val = data.load_ccp(ccp, ccp_ids("val")[: (config.limit and 10) or None], max_height)
+    return train, val
+
+
+def write_training_examples(config: TrainConfig, path: Path) -> dict[str, int]:
+    """Pack the examples ``config`` would train on into one file, for training on a machine that
+    has no copy of the datasets (``--examples``)."""
+    train, val = training_examples(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data.write_examples(path, {"train": train, "val": val})
+    return {"train": len(train), "val": len(val), "bytes": path.stat().st_size}
