@@ -47,7 +47,7 @@ def street_to_shop(data: Path, db: str, model: Path, limit: int | None) -> dict:
     """Precision@10 of article types compatible with each detected garment's class."""
     catalog = load_catalog(csv_path=data / "kaggle" / "labels.csv", columns=CsvColumns("image", "id", "articleType"))
     # The shipped model by name, so that indexes built by the CLI and benchmarks are reused.
-    options = {} if model.resolve() == DEFAULT_MODEL.resolve() else {"model_path": str(model)}
+    options = {} if model.resolve() == DEFAULT_MODEL.resolve() else {"model_path": str(model.resolve())}
     engine = SearchEngine.create(db, detector=Component("parser", options))
     report = engine.index(catalog)
     print(f"kaggle index: {report.indexed} new, {report.unchanged} unchanged, {len(report.failed)} failed",
