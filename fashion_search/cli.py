@@ -196,7 +196,8 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, products_per_class=args.products_per_class, seed=args.seed,
                          threads=args.threads, limit=args.limit, device=args.device,
                          frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight,
-                         loader_threads=args.loader_threads, decoder=args.decoder, examples=args.examples,
+                         loader_threads=args.loader_threads, loader_processes=args.loader_processes,
+                         decoder=args.decoder, examples=args.examples,
                          minutes=args.minutes)
     if args.write_examples:
         from fashion_search.garments.training.train import write_training_examples
@@ -321,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment training views on N threads, one batch ahead, each view seeded on its own "
                         "(for GPU training, where augmenting in line would leave the GPU waiting; default 0: "
                         "in line, the random stream the shipped model was trained with)")
+    p.add_argument("--loader-processes", type=int, default=0,
+                   help="augment in N forked processes instead of threads, the same views as --loader-threads "
+                        "makes (PIL holds the GIL for much of a view: threads stop helping at about two, "
+                        "processes use every core of a GPU machine)")
     p.add_argument("--init", help="parser.pt checkpoint to start from instead of ImageNet weights alone "
                                   "(only its backbone, where its decoder is of another kind)")
     p.add_argument("--decoder", default="pyramid",

@@ -83,3 +83,13 @@ def test_train_parser_writes_a_model_the_parser_loads(shared_data, tmp_path, cap
     report = json.loads((second / "training.json").read_text())
     assert report["config"]["init"] == str(out / "parser.pt") and report["history"][0]["loss"] > 0
     assert report["config"]["loader_threads"] == 2
+
+    # A machine without the datasets: pack the examples, then train from the pack in worker processes.
+    pack = tmp_path / "examples.zip"
+    assert main(["train-parser", "--ccp", str(shared_data / "ccp"), "--limit", "4", "--write-examples", str(pack)]) == 0
+    third = tmp_path / "third"
+    assert main(["train-parser", "--examples", str(pack), "--output", str(third), "--epochs", "1",
+                 "--loader-processes", "2"]) == 0
+    report = json.loads((third / "training.json").read_text())
+    assert report["train_examples"] == 4 and report["config"]["loader_processes"] == 2
+    assert (third / "garment_parser.onnx").is_file()

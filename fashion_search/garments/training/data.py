@@ -10,8 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import multiprocessing
 import zipfile
-from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing import shared_memory
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -118,9 +121,67 @@ def augment(example: Example, size: tuple[int, int], rng: np.random.Generator) -
 View = tuple[np.ndarray, np.ndarray]
 
 
+_WORKER: dict = {}  # in each worker process: the examples and the shared view slots, inherited by fork
+
+
+def _augment_into(index: int, seed: int, slot: int, position: int) -> None:
+    pixels, labels = _WORKER["pixels"], _WORKER["labels"]
+    size = pixels.shape[2:4]
+    view_pixels, view_labels = augment(_WORKER["examples"][index], size, np.random.default_rng(seed))
+    pixels[slot, position] = view_pixels
+    labels[slot, position] = view_labels
+
+
+class AugmentPool:
+    """Worker processes that make training views. PIL holds the GIL for much of a view, and the
+    training loop needs it to launch GPU work: threads stop helping at about two and then slow
+    the loop itself. The workers are forked once, before any training, and inherit the examples
+    and a few batch-sized slots of shared memory; each view costs the pipe only its index, its
+    seed and where to write it, not its pixels."""
+
+    def __init__(self, examples: Sequence[Example], processes: int, batch_size: int, size: tuple[int, int]) -> None:
+        self.examples, self.processes, self.batch_size, self.size = examples, processes, batch_size, size
+        # Enough batches in flight to keep every worker busy, one being read, one spare.
+        self.ahead = max(1, -(-processes // batch_size))
+        slots = self.ahead + 2
+        self._memory = [shared_memory.SharedMemory(create=True, size=slots * batch_size * size[0] * size[1] * n)
+                        for n in (3, 1)]
+        self.pixels = np.ndarray((slots, batch_size, *size, 3), np.uint8, buffer=self._memory[0].buf)
+        self.labels = np.ndarray((slots, batch_size, *size), np.uint8, buffer=self._memory[1].buf)
+        _WORKER.update(examples=examples, pixels=self.pixels, labels=self.labels)
+        try:
+            # Forked before torch starts its threads or CUDA: a fork-started pool is safe only then.
+            self._pool = multiprocessing.get_context("fork").Pool(processes)
+        finally:
+            _WORKER.clear()
+
+    def submit(self, jobs: list[tuple[int, int]], slot: int) -> list:
+        """Start views ``(example index, seed)`` into ``slot``; returns handles to wait on."""
+        return [self._pool.apply_async(_augment_into, (index, seed, slot, position))
+                for position, (index, seed) in enumerate(jobs)]
+
+    def read(self, handles: list, slot: int) -> list[View]:
+        for handle in handles:
+            handle.get()  # re-raises a worker's error here
+        return [(self.pixels[slot, i].copy(), self.labels[slot, i].copy()) for i in range(len(handles))]
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+        for memory in self._memory:
+            memory.close()
+            memory.unlink()
+
+    def __enter__(self) -> "AugmentPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def augmented_batches(
     examples: Sequence[Example], order: Sequence[int], batch_size: int, size: tuple[int, int],
-    rng: np.random.Generator, threads: int = 0,
+    rng: np.random.Generator, threads: int = 0, pool: Optional[AugmentPool] = None,
 ) -> Iterator[list[View]]:
     """Random views (:func:`augment`) of ``examples`` in ``order``, ``batch_size`` at a time.
 
@@ -129,26 +190,45 @@ def augmented_batches(
     its own seed, drawn from ``rng`` in order, so the views depend on the seed and not on the
     thread count or scheduling; and the next batch is augmented while the caller trains on this
     one. On a GPU the training step is shorter than augmenting a batch on one core (about 4 ms a
-    view on this CPU), so training would otherwise wait on the CPU.
+    view on this CPU), so training would otherwise wait on the CPU. A ``pool`` of processes over
+    the same ``examples`` makes the very same views as threads do, on more cores.
     """
     starts = range(0, len(order), batch_size)
-    if not threads:
+    if not threads and pool is None:
         for start in starts:
             yield [augment(examples[i], size, rng) for i in order[start : start + batch_size]]
         return
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="augment") as pool:
+    if pool is not None and (pool.examples is not examples or pool.batch_size != batch_size or pool.size != size):
+        raise ValueError("the augment pool was made for other examples, batch size or canvas")
+    if pool is None:
+        threads_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="augment")
+        ahead, slots = 1, 2
+    else:
+        ahead, slots = pool.ahead, pool.ahead + 2
 
-        def submit(start: int) -> list[Future]:
-            chosen = order[start : start + batch_size]
-            seeds = rng.integers(0, 2**63 - 1, size=len(chosen))
-            return [pool.submit(augment, examples[i], size, np.random.default_rng(int(seed)))
-                    for i, seed in zip(chosen, seeds)]
+    # Seeds are drawn batch by batch in order, however far ahead, so the views depend only on
+    # the seed, not on threads, processes or scheduling.
+    def submit(n: int) -> list:
+        chosen = order[starts[n] : starts[n] + batch_size]
+        seeds = [int(seed) for seed in rng.integers(0, 2**63 - 1, size=len(chosen))]
+        if pool is not None:
+            return pool.submit([(int(i), seed) for i, seed in zip(chosen, seeds)], n % slots)
+        return [threads_pool.submit(augment, examples[i], size, np.random.default_rng(seed))
+                for i, seed in zip(chosen, seeds)]
 
-        pending = submit(0) if len(order) else []
-        for start in starts:
-            current = pending
-            pending = submit(start + batch_size) if start + batch_size < len(order) else []
-            yield [future.result() for future in current]
+    def read(n: int, jobs: list) -> list[View]:
+        return pool.read(jobs, n % slots) if pool is not None else [job.result() for job in jobs]
+
+    try:
+        pending = deque((n, submit(n)) for n in range(min(ahead, len(starts))))
+        while pending:
+            n, jobs = pending.popleft()
+            if n + ahead < len(starts):
+                pending.append((n + ahead, submit(n + ahead)))
+            yield read(n, jobs)
+    finally:
+        if pool is None:
+            threads_pool.shutdown(cancel_futures=True)
 
 
 def class_pixel_counts(examples: list[Example]) -> np.ndarray:

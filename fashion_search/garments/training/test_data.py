@@ -2,7 +2,16 @@
 import numpy as np
 from PIL import Image
 
-from fashion_search.garments.training.data import Example, augment, augmented_batches, read_examples, write_examples
+import pytest
+
+from fashion_search.garments.training.data import (
+    AugmentPool,
+    Example,
+    augment,
+    augmented_batches,
+    read_examples,
+    write_examples,
+)
 
 
 def _examples(n: int = 5) -> list[Example]:
@@ -56,3 +65,16 @@ def test_packed_examples_come_back_in_order_with_their_labels_exact(tmp_path):
         assert np.array_equal(np.asarray(packed.labels), np.asarray(original.labels))
         # Lossy, but close: the pack stands in for the photos it was made from.
         assert np.abs(np.asarray(packed.image, np.float32) - np.asarray(original.image, np.float32)).mean() < 6
+
+
+def test_worker_processes_make_the_same_views_as_threads():
+    examples, order = _examples(), [3, 0, 4, 1, 2]
+    threads = _flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7), threads=2))
+    with AugmentPool(examples, processes=3, batch_size=2, size=(64, 32)) as pool:
+        processes = _flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7), pool=pool))
+        again = _flat(augmented_batches(examples, order[::-1], 2, (64, 32), np.random.default_rng(7), pool=pool))
+        with pytest.raises(ValueError, match="other examples"):
+            next(augmented_batches(_examples(), order, 2, (64, 32), np.random.default_rng(7), pool=pool))
+    assert _same(threads, processes)
+    # A second pass over the pool (the next epoch) is made as the threads would make it too.
+    assert _same(again, _flat(augmented_batches(examples, order[::-1], 2, (64, 32), np.random.default_rng(7), threads=2)))

@@ -48,6 +48,7 @@ class TrainConfig:
     init: Optional[str] = None  # a parser.pt to start from: training in stages
     jaccard_weight: float = 0.0  # weight of the soft-Jaccard term added to cross-entropy
     loader_threads: int = 0  # augment on threads, a batch ahead (GPU training); 0: in line
+    loader_processes: int = 0  # augment in forked processes instead (GPU machines with many cores)
     decoder: str = "pyramid"  # a name in model.DECODERS
     examples: Optional[str] = None  # a pack from write_training_examples, in place of ccp_root/kaggle_root
     minutes: float = 0.0  # time budget: fewer epochs than ``epochs`` where the first one shows they won't fit
@@ -129,7 +130,7 @@ def export_onnx(net: ParserNet, path: Path) -> None:
     from torch.export import Dim
 
     net.eval()
-    model = ParserExport(net)
+    model = ParserExport(net).eval()
     dummy = torch.zeros(1, 3, *net.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
@@ -156,7 +157,19 @@ def train_parser(config: TrainConfig) -> dict:
         train, val = training_examples(config)
     log.info("training on %d examples (%d street photos), validating on %d", len(train),
              sum(e.kind == "street" for e in train), len(val))
+    # Forked here, before the network exists: no torch threads or CUDA state yet.
+    pool = data.AugmentPool(train, config.loader_processes, config.batch_size, size) if config.loader_processes else None
+    try:
+        return _train(config, train, val, rng, pool)
+    finally:
+        if pool is not None:
+            pool.close()
 
+
+def _train(config: TrainConfig, train: list[data.Example], val: list[data.Example], rng: np.random.Generator,
+           pool: Optional[data.AugmentPool]) -> dict:
+    out = Path(config.output)
+    size = (config.height, config.width)
     device = torch.device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one training canvas size: let cuDNN pick its fastest kernels
@@ -188,7 +201,8 @@ def train_parser(config: TrainConfig) -> dict:
     while epoch < epochs:
         order = rng.permutation(len(train))
         losses = []
-        for views in data.augmented_batches(train, order, config.batch_size, size, rng, config.loader_threads):
+        for views in data.augmented_batches(train, order, config.batch_size, size, rng, config.loader_threads,
+                                             pool):
             pixels = to_pixels(np.stack([v[0] for v in views])).to(device)
             labels = torch.from_numpy(np.stack([v[1] for v in views]).astype(np.int64)).to(device)
             logits = F.interpolate(net(pixels), size=size, mode="bilinear", align_corners=False)
