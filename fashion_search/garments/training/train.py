@@ -52,7 +52,7 @@ class TrainConfig:
     decoder: str = "pyramid"  # a name in model.DECODERS
     backbone: str = "efficientnet-lite0"  # a name in model.BACKBONES
     examples: Optional[str] = None  # a pack from write_training_examples, in place of ccp_root/kaggle_root
-    minutes: float = 0.0  # time budget: fewer epochs than ``epochs`` where the first one shows they won't fit
+    minutes: float = 0.0  # time budget: fewer epochs than ``epochs`` where the second one shows they won't fit
 
 
 def to_pixels(batch: np.ndarray) -> torch.Tensor:
