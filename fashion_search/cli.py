@@ -190,6 +190,8 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
     logging.getLogger("fashion_search").setLevel(logging.INFO)
     if not (args.ccp or args.examples):
         raise SystemExit("train-parser needs --ccp (the datasets) or --examples (a pack of them)")
+    if args.write_examples and not args.ccp:
+        raise SystemExit("train-parser --write-examples packs the datasets: it needs --ccp (and --kaggle)")
     if not (args.output or args.write_examples):
         raise SystemExit("train-parser needs --output (or --write-examples to only pack the examples)")
     config = TrainConfig(ccp_root=args.ccp, kaggle_root=args.kaggle, output=args.output, epochs=args.epochs,

@@ -14,8 +14,8 @@ import multiprocessing
 import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing import shared_memory
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -155,14 +155,17 @@ class AugmentPool:
         finally:
             _WORKER.clear()
 
-    def submit(self, jobs: list[tuple[int, int]], slot: int) -> list:
-        """Start views ``(example index, seed)`` into ``slot``; returns handles to wait on."""
+    def submit(self, jobs: list[tuple[int, int]], batch: int) -> list:
+        """Start the views ``(example index, seed)`` of the ``batch``-th batch; returns handles to
+        wait on. Batches take the slots in turn, so at most ``ahead`` may be in flight."""
+        slot = batch % len(self.pixels)
         return [self._pool.apply_async(_augment_into, (index, seed, slot, position))
                 for position, (index, seed) in enumerate(jobs)]
 
-    def read(self, handles: list, slot: int) -> list[View]:
+    def read(self, handles: list, batch: int) -> list[View]:
         for handle in handles:
             handle.get()  # re-raises a worker's error here
+        slot = batch % len(self.pixels)
         return [(self.pixels[slot, i].copy(), self.labels[slot, i].copy()) for i in range(len(handles))]
 
     def close(self) -> None:
@@ -200,11 +203,8 @@ def augmented_batches(
         return
     if pool is not None and (pool.examples is not examples or pool.batch_size != batch_size or pool.size != size):
         raise ValueError("the augment pool was made for other examples, batch size or canvas")
-    if pool is None:
-        threads_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="augment")
-        ahead, slots = 1, 2
-    else:
-        ahead, slots = pool.ahead, pool.ahead + 2
+    threads_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="augment") if pool is None else None
+    ahead = 1 if pool is None else pool.ahead
 
     # Seeds are drawn batch by batch in order, however far ahead, so the views depend only on
     # the seed, not on threads, processes or scheduling.
@@ -212,12 +212,12 @@ def augmented_batches(
         chosen = order[starts[n] : starts[n] + batch_size]
         seeds = [int(seed) for seed in rng.integers(0, 2**63 - 1, size=len(chosen))]
         if pool is not None:
-            return pool.submit([(int(i), seed) for i, seed in zip(chosen, seeds)], n % slots)
+            return pool.submit([(int(i), seed) for i, seed in zip(chosen, seeds)], n)
         return [threads_pool.submit(augment, examples[i], size, np.random.default_rng(seed))
                 for i, seed in zip(chosen, seeds)]
 
     def read(n: int, jobs: list) -> list[View]:
-        return pool.read(jobs, n % slots) if pool is not None else [job.result() for job in jobs]
+        return pool.read(jobs, n) if pool is not None else [job.result() for job in jobs]
 
     try:
         pending = deque((n, submit(n)) for n in range(min(ahead, len(starts))))
@@ -227,7 +227,7 @@ def augmented_batches(
                 pending.append((n + ahead, submit(n + ahead)))
             yield read(n, jobs)
     finally:
-        if pool is None:
+        if threads_pool is not None:
             threads_pool.shutdown(cancel_futures=True)
 
 
@@ -261,10 +261,11 @@ def read_examples(path: Path) -> dict[str, list[Example]]:
     with zipfile.ZipFile(path) as pack:
         names = sorted(n for n in pack.namelist() if n.endswith(".webp"))
         for name in names:
-            split, stem = name[: -len(".webp")].split("/")
+            base = name[: -len(".webp")]
+            split, stem = base.split("/")
             kind = stem.split("-", 1)[1]
             image = Image.open(io.BytesIO(pack.read(name))).convert("RGB")
-            labels = Image.open(io.BytesIO(pack.read(name[: -len(".webp")] + ".png")))
+            labels = Image.open(io.BytesIO(pack.read(base + ".png")))
             labels.load()
             splits.setdefault(split, []).append(Example(image, labels, kind))
     return splits
