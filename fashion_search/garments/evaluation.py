@@ -7,6 +7,9 @@
   labelled mask (regions under 0.05% of the photo are noise and skipped); predicted boxes are the
   connected regions of each garment's mask, so a pair of shoes, two regions in the ground truth,
   is two regions on both sides.
+* The ceiling of both: the same figures for the ground-truth label map put through the parser's
+  canvas and garment extraction, which separates what the network gets wrong from what no
+  network could get right at that canvas.
 * Product shots (held-out Kaggle images of garment article types): how often the photo yields
   exactly one garment of the right class, the right class at all, and the right class as its
   largest garment; separately for shots without a person and for worn products.
@@ -27,6 +30,7 @@ from PIL import Image
 
 from fashion_search.garments import Garment, GarmentDetector
 from fashion_search.garments.datasets import ccp_ids, ccp_names, is_kaggle_holdout, load_ccp_photo, product_mask, skin_share
+from fashion_search.garments.parser import canvas_size, garments_from_labels, letterbox
 from fashion_search.garments.taxonomy import (
     ARTICLE_TYPE_TO_CLASS,
     CCP_TO_CLASS,
@@ -89,39 +93,74 @@ class SegmentationReport:
                 "box_recall": {k: round(v, 4) for k, v in self.box_recall.items()}, "box_counts": self.box_counts}
 
 
-def evaluate_segmentation(detector: GarmentDetector, ccp_root: Path, ids: Optional[Sequence[int]] = None) -> SegmentationReport:
-    """Garment IoU and box recall of ``detector``'s garments against CCP's labelled masks."""
-    ccp_root = Path(ccp_root)
-    ids = list(ids) if ids is not None else ccp_ids("val")
-    table = ccp_lookup_table(ccp_names(ccp_root))
-    n = len(PARSER_CLASSES)
-    matrix = np.zeros((n, n), np.int64)
-    found: dict[str, int] = defaultdict(int)
-    total: dict[str, int] = defaultdict(int)
-    for photo_id in ids:
-        photo, truth_image = load_ccp_photo(ccp_root, photo_id, table)
-        truth = np.asarray(truth_image)
-        garments = detector.detect(photo)
+class _SegmentationScore:
+    """Confusion matrix and box matches, photo by photo."""
+
+    def __init__(self) -> None:
+        n = len(PARSER_CLASSES)
+        self.matrix = np.zeros((n, n), np.int64)
+        self.found: dict[str, int] = defaultdict(int)
+        self.total: dict[str, int] = defaultdict(int)
+        self.photos = 0
+
+    def add(self, truth: np.ndarray, garments: Sequence[Garment]) -> None:
+        n = len(PARSER_CLASSES)
+        self.photos += 1
         pred = predicted_labels(garments, truth.shape)
         # Skin and hair are not garments: for garment IoU they are background on both sides.
         truth_g = truth.astype(np.int64)
         truth_g[np.isin(truth_g, [class_index("skin"), class_index("hair")])] = class_index("background")
         keep = truth_g != IGNORE
-        matrix += np.bincount(truth_g[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
+        self.matrix += np.bincount(truth_g[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
         floor = MIN_REGION * truth.size
         for name in GARMENT_CLASSES:
             truth_boxes = region_boxes(truth == class_index(name), floor)
             if not truth_boxes:
                 continue
             pred_boxes = [b for g in garments if g.label == name and g.mask is not None for b in region_boxes(g.mask)]
-            total[name] += len(truth_boxes)
-            found[name] += sum(any(box_iou(t, p) >= 0.5 for p in pred_boxes) for t in truth_boxes)
-    inter = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - inter
-    iou = {name: float(inter[i] / union[i]) if union[i] else math.nan for i, name in enumerate(PARSER_CLASSES)
-           if name in GARMENT_CLASSES}
-    recall = {name: found[name] / total[name] for name in GARMENT_CLASSES if total[name]}
-    return SegmentationReport(len(ids), iou, recall, dict(total))
+            self.total[name] += len(truth_boxes)
+            self.found[name] += sum(any(box_iou(t, p) >= 0.5 for p in pred_boxes) for t in truth_boxes)
+
+    def report(self) -> SegmentationReport:
+        inter = np.diag(self.matrix).astype(np.float64)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - inter
+        iou = {name: float(inter[i] / union[i]) if union[i] else math.nan for i, name in enumerate(PARSER_CLASSES)
+               if name in GARMENT_CLASSES}
+        recall = {name: self.found[name] / self.total[name] for name in GARMENT_CLASSES if self.total[name]}
+        return SegmentationReport(self.photos, iou, recall, dict(self.total))
+
+
+def evaluate_segmentation(detector: GarmentDetector, ccp_root: Path, ids: Optional[Sequence[int]] = None) -> SegmentationReport:
+    """Garment IoU and box recall of ``detector``'s garments against CCP's labelled masks."""
+    ccp_root = Path(ccp_root)
+    table = ccp_lookup_table(ccp_names(ccp_root))
+    score = _SegmentationScore()
+    for photo_id in ids if ids is not None else ccp_ids("val"):
+        photo, truth = load_ccp_photo(ccp_root, photo_id, table)
+        score.add(np.asarray(truth), detector.detect(photo))
+    return score.report()
+
+
+def segmentation_ceiling(ccp_root: Path, ids: Optional[Sequence[int]] = None, **extraction: float) -> SegmentationReport:
+    """What a parser network that labelled every pixel of its canvas right would score: each
+    photo's ground-truth label map shrunk onto the canvas the parser runs on, read off by the
+    parser's own garment extraction (``extraction``: its ``min_area``, ``merge_distance``,
+    ``max_garments``) and scaled back to the photo, then scored as :func:`evaluate_segmentation`
+    scores a detector. The gap between a model's figures and these is the network's; what these
+    miss is lost to the canvas's resolution and to the extraction's rules (specks dropped, at most
+    ``max_garments`` garments). Unlabelled pixels (jewellery, gloves) are given background."""
+    ccp_root = Path(ccp_root)
+    table = ccp_lookup_table(ccp_names(ccp_root))
+    score = _SegmentationScore()
+    for photo_id in ids if ids is not None else ccp_ids("val"):
+        photo, truth = load_ccp_photo(ccp_root, photo_id, table)
+        perfect = np.where(np.asarray(truth) == IGNORE, class_index("background"), np.asarray(truth)).astype(np.uint8)
+        # The same letterbox as GarmentParser.parse, labels shrunk by nearest neighbour.
+        _, canvas, (x, y, w, h) = letterbox(photo, Image.fromarray(perfect), canvas_size(photo.size))
+        labels = np.asarray(canvas)[y : y + h, x : x + w]
+        garments = garments_from_labels(labels, np.ones(labels.shape, np.float32), photo.size, **extraction)
+        score.add(np.asarray(truth), garments)
+    return score.report()
 
 
 @dataclass
