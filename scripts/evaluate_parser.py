@@ -37,7 +37,7 @@ from fashion_search.garments.evaluation import (  # noqa: E402
     evaluate_tags,
     segmentation_ceiling,
 )
-from fashion_search.garments.parser import DEFAULT_MODEL, INPUT_SIZE, GarmentParser  # noqa: E402
+from fashion_search.garments.parser import DEFAULT_MODEL, INPUT_SIZE, SMALL_CLASSES, GarmentParser  # noqa: E402
 from fashion_search.garments.taxonomy import ARTICLE_TYPE_TO_CLASS, GARMENT_CLASSES  # noqa: E402
 from fashion_search.pipeline import Component  # noqa: E402
 
@@ -184,8 +184,8 @@ def card(results: dict, training: dict | None, model: Path, notes: str = "") -> 
         f"parser's {INPUT_SIZE[0]}x{INPUT_SIZE[1]} canvas and read off by the same garment extraction (garment mean IoU",
         f"**{top['garment_mean_iou']:.3f}**). What a model misses below them is the network's; what they miss is lost",
         "to the canvas's resolution and the extraction's rules (garments under "
-        f"{100 * top['extraction']['min_area']:.1f}% of the photo dropped, at",
-        f"most {top['extraction']['max_garments']} garments).",
+        f"{100 * top['extraction']['min_area']:.1f}% of the photo dropped, a quarter",
+        f"of that for {', '.join(sorted(SMALL_CLASSES))}; at most {top['extraction']['max_garments']} garments).",
         "",
         "| class | IoU | box recall | boxes | IoU ceiling | box recall ceiling |",
         "|---|---|---|---|---|---|",

@@ -141,7 +141,7 @@ def evaluate_segmentation(detector: GarmentDetector, ccp_root: Path, ids: Option
     return score.report()
 
 
-def segmentation_ceiling(ccp_root: Path, ids: Optional[Sequence[int]] = None, **extraction: float) -> SegmentationReport:
+def segmentation_ceiling(ccp_root: Path, ids: Optional[Sequence[int]] = None, **extraction: Any) -> SegmentationReport:
     """What a parser network that labelled every pixel of its canvas right would score: each
     photo's ground-truth label map shrunk onto the canvas the parser runs on, read off by the
     parser's own garment extraction (``extraction``: its ``min_area``, ``merge_distance``,
