@@ -148,7 +148,8 @@ def segmentation_ceiling(ccp_root: Path, ids: Optional[Sequence[int]] = None, **
     ``max_garments``) and scaled back to the photo, then scored as :func:`evaluate_segmentation`
     scores a detector. The gap between a model's figures and these is the network's; what these
     miss is lost to the canvas's resolution and to the extraction's rules (specks dropped, at most
-    ``max_garments`` garments). Unlabelled pixels (jewellery, gloves) are given background."""
+    ``max_garments`` garments). Pixels of labels the taxonomy leaves out (jewellery, gloves) are
+    given background, since the parser has no class for them."""
     ccp_root = Path(ccp_root)
     table = ccp_lookup_table(ccp_names(ccp_root))
     score = _SegmentationScore()
