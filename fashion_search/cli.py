@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--products-per-class", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N street photos (smoke runs)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N street photos (smoke runs, learning curves; validation during training then takes 10 photos)")
     p.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: cpu)")
     p.add_argument("--frozen-blocks", type=int, default=5,
                    help="backbone blocks kept as they start, ImageNet's or --init's weights (default 5 of 16, for 2-core CPUs; "

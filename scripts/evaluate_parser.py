@@ -37,7 +37,7 @@ from fashion_search.garments.evaluation import (  # noqa: E402
     evaluate_tags,
     segmentation_ceiling,
 )
-from fashion_search.garments.parser import DEFAULT_MODEL, INPUT_SIZE, SMALL_CLASSES, GarmentParser  # noqa: E402
+from fashion_search.garments.parser import DEFAULT_MODEL, INPUT_SIZE, SMALL_CLASS_FLOOR, SMALL_CLASSES, GarmentParser  # noqa: E402
 from fashion_search.garments.taxonomy import ARTICLE_TYPE_TO_CLASS, GARMENT_CLASSES  # noqa: E402
 from fashion_search.pipeline import Component  # noqa: E402
 
@@ -146,7 +146,7 @@ def hand_written_notes(card_text: str) -> str:
 
 def card(results: dict, training: dict | None, model: Path, notes: str = "") -> str:
     seg, shots, tags, s2s, speed = (results[k] for k in ("segmentation", "product_shots", "tags", "street_to_shop", "latency"))
-    top = results["segmentation_ceiling"]
+    ceiling = results["segmentation_ceiling"]
     lines = [
         "# Garment parser: model card",
         "",
@@ -182,10 +182,10 @@ def card(results: dict, training: dict | None, model: Path, notes: str = "") -> 
         "",
         "The ceiling columns score a perfect network: each photo's ground-truth label map shrunk onto the",
         f"parser's {INPUT_SIZE[0]}x{INPUT_SIZE[1]} canvas and read off by the same garment extraction (garment mean IoU",
-        f"**{top['garment_mean_iou']:.3f}**). What a model misses below them is the network's; what they miss is lost",
+        f"**{ceiling['garment_mean_iou']:.3f}**). What a model misses below them is the network's; what they miss is lost",
         "to the canvas's resolution and the extraction's rules (garments under "
-        f"{100 * top['extraction']['min_area']:.1f}% of the photo dropped, a quarter",
-        f"of that for {', '.join(sorted(SMALL_CLASSES))}; at most {top['extraction']['max_garments']} garments).",
+        f"{100 * ceiling['extraction']['min_area']:.1f}% of the photo dropped, {SMALL_CLASS_FLOOR:.0%}",
+        f"of that for {', '.join(sorted(SMALL_CLASSES))}; at most {ceiling['extraction']['max_garments']} garments).",
         "",
         "| class | IoU | box recall | boxes | IoU ceiling | box recall ceiling |",
         "|---|---|---|---|---|---|",
@@ -197,7 +197,7 @@ def card(results: dict, training: dict | None, model: Path, notes: str = "") -> 
     for c in GARMENT_CLASSES:
         mark = " (target)" if c in TARGET_CLASSES else ""
         lines.append(f"| {c}{mark} | {cell(seg['iou'].get(c))} | {cell(seg['box_recall'].get(c))} | "
-                     f"{seg['box_counts'].get(c, 0)} | {cell(top['iou'].get(c))} | {cell(top['box_recall'].get(c))} |")
+                     f"{seg['box_counts'].get(c, 0)} | {cell(ceiling['iou'].get(c))} | {cell(ceiling['box_recall'].get(c))} |")
     lines += [
         "",
         "## Product shots (held-out Kaggle images, up to 30 per class)",

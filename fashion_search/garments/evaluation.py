@@ -23,7 +23,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -130,15 +130,22 @@ class _SegmentationScore:
         return SegmentationReport(self.photos, iou, recall, dict(self.total))
 
 
-def evaluate_segmentation(detector: GarmentDetector, ccp_root: Path, ids: Optional[Sequence[int]] = None) -> SegmentationReport:
-    """Garment IoU and box recall of ``detector``'s garments against CCP's labelled masks."""
+def _score_photos(ccp_root: Path, ids: Optional[Sequence[int]],
+                  garments_of: Callable[[Image.Image, np.ndarray], Sequence[Garment]]) -> SegmentationReport:
+    """Scores the garments ``garments_of(photo, labels)`` gives for each labelled photo."""
     ccp_root = Path(ccp_root)
     table = ccp_lookup_table(ccp_names(ccp_root))
     score = _SegmentationScore()
     for photo_id in ids if ids is not None else ccp_ids("val"):
-        photo, truth = load_ccp_photo(ccp_root, photo_id, table)
-        score.add(np.asarray(truth), detector.detect(photo))
+        photo, labels = load_ccp_photo(ccp_root, photo_id, table)
+        truth = np.asarray(labels)
+        score.add(truth, garments_of(photo, truth))
     return score.report()
+
+
+def evaluate_segmentation(detector: GarmentDetector, ccp_root: Path, ids: Optional[Sequence[int]] = None) -> SegmentationReport:
+    """Garment IoU and box recall of ``detector``'s garments against CCP's labelled masks."""
+    return _score_photos(ccp_root, ids, lambda photo, _: detector.detect(photo))
 
 
 def segmentation_ceiling(ccp_root: Path, ids: Optional[Sequence[int]] = None, **extraction: Any) -> SegmentationReport:
@@ -150,18 +157,15 @@ def segmentation_ceiling(ccp_root: Path, ids: Optional[Sequence[int]] = None, **
     miss is lost to the canvas's resolution and to the extraction's rules (specks dropped, at most
     ``max_garments`` garments). Pixels of labels the taxonomy leaves out (jewellery, gloves) are
     given background, since the parser has no class for them."""
-    ccp_root = Path(ccp_root)
-    table = ccp_lookup_table(ccp_names(ccp_root))
-    score = _SegmentationScore()
-    for photo_id in ids if ids is not None else ccp_ids("val"):
-        photo, truth = load_ccp_photo(ccp_root, photo_id, table)
-        perfect = np.where(np.asarray(truth) == IGNORE, class_index("background"), np.asarray(truth)).astype(np.uint8)
+
+    def perfect_parse(photo: Image.Image, truth: np.ndarray) -> list[Garment]:
+        perfect = np.where(truth == IGNORE, class_index("background"), truth).astype(np.uint8)
         # The same letterbox as GarmentParser.parse, labels shrunk by nearest neighbour.
         _, canvas, (x, y, w, h) = letterbox(photo, Image.fromarray(perfect), canvas_size(photo.size))
         labels = np.asarray(canvas)[y : y + h, x : x + w]
-        garments = garments_from_labels(labels, np.ones(labels.shape, np.float32), photo.size, **extraction)
-        score.add(np.asarray(truth), garments)
-    return score.report()
+        return garments_from_labels(labels, np.ones(labels.shape, np.float32), photo.size, **extraction)
+
+    return _score_photos(ccp_root, ids, perfect_parse)
 
 
 @dataclass

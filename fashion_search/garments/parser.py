@@ -34,6 +34,7 @@ STRIDE = 32  # a canvas side must be a multiple of the backbone's total stride
 WHITE = (255, 255, 255)
 # Garments that are small by nature keep a lower size floor, or sunglasses would never survive.
 SMALL_CLASSES = frozenset({"eyewear", "belt", "hat"})
+SMALL_CLASS_FLOOR = 0.25  # their share of ``min_area``
 
 
 def letterbox(image: Image.Image, labels: Optional[Image.Image], size: tuple[int, int], scale: float = 1.0,
@@ -161,7 +162,7 @@ def garments_from_labels(
         name = PARSER_CLASSES[int(class_id)]
         if name in NOT_GARMENTS:
             continue
-        floor = min_area * area * (0.25 if name in SMALL_CLASSES else 1.0)
+        floor = min_area * area * (SMALL_CLASS_FLOOR if name in SMALL_CLASSES else 1.0)
         regions, count = ndimage.label(labels == class_id, structure=np.ones((3, 3), bool))
         sizes = np.bincount(regions.ravel(), minlength=count + 1)
         # Biggest region first, so that groups grow around the main part of a garment.

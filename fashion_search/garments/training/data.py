@@ -158,14 +158,17 @@ class AugmentPool:
     def submit(self, jobs: list[tuple[int, int]], batch: int) -> list:
         """Start the views ``(example index, seed)`` of the ``batch``-th batch; returns handles to
         wait on. Batches take the slots in turn, so at most ``ahead`` may be in flight."""
-        slot = batch % len(self.pixels)
+        slot = self._slot(batch)
         return [self._pool.apply_async(_augment_into, (index, seed, slot, position))
                 for position, (index, seed) in enumerate(jobs)]
+
+    def _slot(self, batch: int) -> int:
+        return batch % len(self.pixels)
 
     def read(self, handles: list, batch: int) -> list[View]:
         for handle in handles:
             handle.get()  # re-raises a worker's error here
-        slot = batch % len(self.pixels)
+        slot = self._slot(batch)
         return [(self.pixels[slot, i].copy(), self.labels[slot, i].copy()) for i in range(len(handles))]
 
     def close(self) -> None:
