@@ -200,7 +200,8 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
                          frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight,
                          loader_threads=args.loader_threads, loader_processes=args.loader_processes,
                          decoder=args.decoder, backbone=args.backbone, examples=args.examples,
-                         minutes=args.minutes)
+                         minutes=args.minutes, lr=args.lr, backbone_lr=args.backbone_lr,
+                         worn_per_class=args.worn_per_class, teacher=args.teacher)
     if args.write_examples:
         from fashion_search.garments.training.train import write_training_examples
 
@@ -313,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--products-per-class", type=int, default=60)
+    p.add_argument("--worn-per-class", type=int, default=0,
+                   help="add up to N Kaggle photos per class of a garment worn by a model, labelled by --teacher and "
+                        "corrected by their article type (classes with lookalikes only; default 0: none)")
+    p.add_argument("--teacher", help="garment parser ONNX model that labels the --worn-per-class photos "
+                                     "(default: the shipped one)")
+    p.add_argument("--lr", type=float, default=2e-3, help="decoder learning rate (default 0.002)")
+    p.add_argument("--backbone-lr", type=float, default=5e-4, help="backbone learning rate (default 0.0005)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N street photos (smoke runs, learning curves; validation during training then takes 10 photos)")

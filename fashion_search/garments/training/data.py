@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -28,6 +28,7 @@ from fashion_search.garments.taxonomy import (
     PARSER_CLASSES,
     ccp_lookup_table,
     class_index,
+    lookalikes,
 )
 from fashion_search.garments.datasets import (
     ccp_names,
@@ -63,13 +64,17 @@ def load_ccp(ccp_root: Path, ids: list[int], max_height: Optional[int] = None) -
     return examples
 
 
-def load_product_shots(
-    kaggle_root: Path, per_class: int, seed: int, holdout: bool = False, max_skin: float = 0.02
-) -> list[Example]:
-    """Plain-background product shots of garment article types, without a person in them."""
+Labeller = Callable[[str, Image.Image, np.ndarray, np.ndarray], Optional[np.ndarray]]
+
+
+def _kaggle_shots(kaggle_root: Path, per_class: int, seed: int, holdout: bool, wanted: Callable[[str], bool],
+                  label: Labeller, what: str) -> list[Example]:
+    """Up to ``per_class`` examples per garment class from Kaggle photos on a plain backdrop
+    (a foreground of 3-95% of the photo), in a seeded order: ``label(class, photo, rgb, mask)``
+    gives each photo's label map, or None to pass it over."""
     with open(kaggle_root / "labels.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["articleType"] in ARTICLE_TYPE_TO_CLASS]
-    rows = [r for r in rows if is_kaggle_holdout(r["id"]) == holdout]
+    rows = [r for r in rows if is_kaggle_holdout(r["id"]) == holdout and wanted(ARTICLE_TYPE_TO_CLASS[r["articleType"]])]
     rng = np.random.default_rng(seed)
     rng.shuffle(rows)
     taken: dict[str, int] = {}
@@ -84,19 +89,34 @@ def load_product_shots(
             continue
         rgb = np.asarray(photo)
         mask, uniformity = product_mask(rgb)
-        share = mask.mean()
-        if uniformity < 0.9 or not 0.03 < share < 0.95 or skin_share(rgb, mask) > max_skin:
+        if uniformity < 0.9 or not 0.03 < mask.mean() < 0.95:
             continue
+        labels = label(cls, photo, rgb, mask)
+        if labels is None:
+            continue
+        examples.append(Example(photo, Image.fromarray(labels, "L"), "product"))
+        taken[cls] = taken.get(cls, 0) + 1
+    log.info("%s: %d (%s)", what, len(examples), ", ".join(f"{k} {v}" for k, v in sorted(taken.items())))
+    return examples
+
+
+def load_product_shots(
+    kaggle_root: Path, per_class: int, seed: int, holdout: bool = False, max_skin: float = 0.02
+) -> list[Example]:
+    """Plain-background product shots of garment article types, without a person in them."""
+
+    def label(cls: str, photo: Image.Image, rgb: np.ndarray, mask: np.ndarray) -> Optional[np.ndarray]:
+        if skin_share(rgb, mask) > max_skin:
+            return None
         labels = np.full(mask.shape, BACKGROUND, np.uint8)
         # Pale parts of a pale product can match the backdrop: inside the product's box, pixels
         # outside the mask are unknown rather than background.
         ys, xs = np.nonzero(mask)
         labels[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = IGNORE
         labels[mask] = class_index(cls)
-        examples.append(Example(photo, Image.fromarray(labels, "L"), "product"))
-        taken[cls] = taken.get(cls, 0) + 1
-    log.info("product shots: %d (%s)", len(examples), ", ".join(f"{k} {v}" for k, v in sorted(taken.items())))
-    return examples
+        return labels
+
+    return _kaggle_shots(kaggle_root, per_class, seed, holdout, lambda cls: True, label, "product shots")
 
 
 def augment(example: Example, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +136,56 @@ def augment(example: Example, size: tuple[int, int], rng: np.random.Generator) -
     for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
         canvas = enhancer(canvas).enhance(rng.uniform(0.8, 1.2))
     return np.asarray(canvas), np.asarray(label_canvas)
+
+
+Teacher = Callable[[Image.Image], tuple[np.ndarray, np.ndarray]]
+
+
+def worn_shot_labels(
+    mask: np.ndarray, garment_class: str, labels: np.ndarray, confidence: np.ndarray,
+    min_confidence: float = 0.5, min_share: float = 0.2,
+) -> Optional[np.ndarray]:
+    """Labels for a catalog photo of a garment of ``garment_class`` worn by a model, whose
+    foreground against the plain backdrop is ``mask``: a teacher parser's ``labels`` (with their
+    ``confidence``), corrected by what the catalog says.
+
+    The catalog knows the garment's class, the plain backdrop knows the background, and the
+    teacher knows where skin, hair and the other garments are. Where the teacher read the
+    garment as a lookalike class (a T-shirt as knitwear, a dress as a top and a skirt), the
+    catalog's class wins: those are the confusions a parser trained on 700 street photos makes,
+    and the same product read as different classes in different photos costs same-product
+    search. Pixels of the foreground the teacher calls background, or any other class with less
+    than ``min_confidence``, are unknown. None when the corrected garment covers less than
+    ``min_share`` of the foreground (the teacher missed it, or the product shot is no good)."""
+    if labels.shape != mask.shape:
+        labels = np.asarray(Image.fromarray(labels).resize(mask.shape[::-1], Image.NEAREST))
+        confidence = np.asarray(Image.fromarray(confidence).resize(mask.shape[::-1], Image.BILINEAR))
+    target = class_index(garment_class)
+    group = [class_index(name) for name in lookalikes(garment_class)]
+    out = labels.astype(np.uint8).copy()
+    out[(confidence < min_confidence) | (labels == BACKGROUND)] = IGNORE
+    out[np.isin(labels, group)] = target
+    out[~mask] = BACKGROUND
+    if (out == target).sum() < min_share * mask.sum():
+        return None
+    return out
+
+
+def load_worn_shots(
+    kaggle_root: Path, per_class: int, seed: int, teacher: Teacher, min_skin: float = 0.02
+) -> list[Example]:
+    """Product shots in which a model wears a garment of a class that has lookalikes (tops,
+    knitwear, outerwear, dresses, skirts, trousers, shorts, legwear), labelled by ``teacher``
+    and corrected by the article type (:func:`worn_shot_labels`). They are what
+    :func:`load_product_shots` leaves out, and what catalog photos of clothes mostly are."""
+
+    def label(cls: str, photo: Image.Image, rgb: np.ndarray, mask: np.ndarray) -> Optional[np.ndarray]:
+        if skin_share(rgb, mask) <= min_skin:
+            return None  # no one wears it: load_product_shots' kind of photo
+        return worn_shot_labels(mask, cls, *teacher(photo))
+
+    return _kaggle_shots(kaggle_root, per_class, seed, False, lambda cls: len(lookalikes(cls)) > 1, label,
+                         "worn product shots")
 
 
 View = tuple[np.ndarray, np.ndarray]

@@ -78,3 +78,73 @@ def test_worker_processes_make_the_same_views_as_threads():
     assert _same(threads, processes)
     # A second pass over the pool (the next epoch) is made as the threads would make it too.
     assert _same(again, _flat(augmented_batches(examples, order[::-1], 2, (64, 32), np.random.default_rng(7), threads=2)))
+
+
+def test_worn_shot_labels_take_the_catalog_class_over_lookalikes_and_the_backdrop_over_the_teacher():
+    from fashion_search.garments.taxonomy import IGNORE, class_index
+    from fashion_search.garments.training.data import worn_shot_labels
+
+    mask = np.zeros((40, 20), bool)
+    mask[5:35, 4:16] = True
+    teacher = np.full((40, 20), class_index("skin"), np.uint8)
+    teacher[10:20, 4:16] = class_index("knitwear")  # a T-shirt read as a sweater...
+    teacher[20:25, 4:16] = class_index("top")
+    teacher[25:30, 4:16] = class_index("trousers")  # ...over trousers, not a lookalike of a top
+    teacher[30:32, 4:16] = class_index("background")  # the teacher missed part of the foreground
+    teacher[0:5, :] = class_index("hat")  # outside the foreground: the backdrop wins
+    confidence = np.full((40, 20), 0.9, np.float32)
+    confidence[32:35, 4:16] = 0.3  # unsure skin
+
+    labels = worn_shot_labels(mask, "top", teacher, confidence)
+
+    assert (labels[10:25, 4:16] == class_index("top")).all()
+    assert (labels[25:30, 4:16] == class_index("trousers")).all()
+    assert (labels[30:35, 4:16] == IGNORE).all()
+    assert (labels[~mask] == class_index("background")).all()
+    assert (labels[5:10, 4:16] == class_index("skin")).all()
+    # A teacher that found no garment of the catalog's kind gives no example.
+    assert worn_shot_labels(mask, "skirt", teacher, confidence) is None
+
+
+def test_worn_shots_are_photos_with_a_person_of_lookalike_classes_outside_the_holdout(tmp_path):
+    import zlib
+
+    from fashion_search.garments.taxonomy import class_index
+    from fashion_search.garments.training.data import load_worn_shots
+
+    skin_colour, shirt_colour = (224, 172, 140), (30, 60, 200)
+
+    def photo(with_person: bool) -> Image.Image:
+        pixels = np.full((64, 48, 3), 255, np.uint8)
+        pixels[10:50, 12:36] = shirt_colour
+        if with_person:
+            pixels[2:10, 18:30] = skin_colour  # a face above the shirt
+        return Image.fromarray(pixels)
+
+    def teacher(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        rgb = np.asarray(image)
+        labels = np.zeros(rgb.shape[:2], np.uint8)
+        labels[(rgb == shirt_colour).all(-1)] = class_index("knitwear")
+        labels[(rgb == skin_colour).all(-1)] = class_index("skin")
+        return labels, np.ones(labels.shape, np.float32)
+
+    ids = [str(i) for i in range(100, 200)]
+    kept = [i for i in ids if zlib.crc32(i.encode()) % 5][:3]
+    held_out = next(i for i in ids if zlib.crc32(i.encode()) % 5 == 0)
+    rows = [(kept[0], "Tshirts", True), (kept[1], "Tshirts", False), (kept[2], "Handbags", True),
+            (held_out, "Tshirts", True)]
+    (tmp_path / "images").mkdir()
+    lines = ["id,image,articleType"]
+    for product, article, worn in rows:
+        photo(worn).save(tmp_path / "images" / f"{product}.png")
+        lines.append(f"{product},images/{product}.png,{article}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+
+    shots = load_worn_shots(tmp_path, per_class=5, seed=0, teacher=teacher)
+
+    # Only the worn T-shirt outside the holdout: the unworn one is a plain product shot, a bag has
+    # no lookalike class to correct, and the held-out product is kept for evaluation.
+    assert len(shots) == 1 and shots[0].kind == "product"
+    labels = np.asarray(shots[0].labels)
+    assert (labels[20:40, 14:34] == class_index("top")).all()
+    assert (labels[4:8, 20:28] == class_index("skin")).all()

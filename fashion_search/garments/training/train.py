@@ -53,6 +53,8 @@ class TrainConfig:
     backbone: str = "efficientnet-lite0"  # a name in model.BACKBONES
     examples: Optional[str] = None  # a pack from write_training_examples, in place of ccp_root/kaggle_root
     minutes: float = 0.0  # time budget: fewer epochs than ``epochs`` where the second one shows they won't fit
+    worn_per_class: int = 0  # Kaggle photos of worn garments per class, labelled by ``teacher`` (data.load_worn_shots)
+    teacher: Optional[str] = None  # ONNX parser labelling them; None: the shipped one
 
 
 def to_pixels(batch: np.ndarray) -> torch.Tensor:
@@ -254,6 +256,11 @@ def training_examples(config: TrainConfig) -> tuple[list[data.Example], list[dat
     train = data.load_ccp(ccp, ccp_ids("train")[: config.limit or None], max_height)
     if config.kaggle_root and config.products_per_class:
         train += data.load_product_shots(Path(config.kaggle_root), config.products_per_class, config.seed)
+    if config.kaggle_root and config.worn_per_class:
+        from fashion_search.garments.parser import GarmentParser
+
+        teacher = GarmentParser(config.teacher)
+        train += data.load_worn_shots(Path(config.kaggle_root), config.worn_per_class, config.seed, teacher.parse)
     val = data.load_ccp(ccp, ccp_ids("val")[: (config.limit and 10) or None], max_height)
     return train, val
 
