@@ -177,7 +177,9 @@ def load_worn_shots(
     """Product shots in which a model wears a garment of a class that has lookalikes (tops,
     knitwear, outerwear, dresses, skirts, trousers, shorts, legwear), labelled by ``teacher``
     and corrected by the article type (:func:`worn_shot_labels`). They are what
-    :func:`load_product_shots` leaves out, and what catalog photos of clothes mostly are."""
+    :func:`load_product_shots` leaves out, and what catalog photos of clothes mostly are. The
+    skin-colour test that finds the model also passes skin-coloured products that no one wears
+    (beige, pink, tan: about a third of them); the teacher labels those whole, which is right."""
 
     def label(cls: str, photo: Image.Image, rgb: np.ndarray, mask: np.ndarray) -> Optional[np.ndarray]:
         if skin_share(rgb, mask) <= min_skin:
