@@ -20,6 +20,13 @@ from fashion_search.garments.taxonomy import GARMENT_CLASSES, lookalikes
 # it: high enough that a few misparsed photos do not open a category to the wrong queries, low
 # enough that a category of tops and knitwear holds both.
 MIN_SHARE = 0.15
+# A class that is no lookalike of the category's main class must be the main garment of this
+# share of its images. A model wears trousers in a tenth to a sixth of the photos of tops, and they
+# are then the photo's largest garment, while the tops' own votes split among four lookalike
+# classes: at 0.15 alone, whether a tops category held trousers (and had them stand for its
+# photos) hung on a percentage point (13% with the shipped parser, 16% with another). A second
+# kind of product in one category (a quarter or more of its photos) still counts.
+MIN_SHARE_UNRELATED = 0.25
 
 
 def _area(box: Iterable[float]) -> float:
@@ -38,6 +45,7 @@ class CategoryClasses:
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
     images: dict[str, int] = field(default_factory=dict)
     min_share: float = MIN_SHARE
+    min_share_unrelated: float = MIN_SHARE_UNRELATED
 
     @classmethod
     def learn(cls, rows: Iterable[dict[str, Any]], min_share: float = MIN_SHARE) -> "CategoryClasses":
@@ -60,7 +68,14 @@ class CategoryClasses:
         return cls(shares, {c: sum(v.values()) for c, v in votes.items()}, min_share)
 
     def classes_of(self, category: str) -> set[str]:
-        return {label for label, share in self.shares.get(category, {}).items() if share >= self.min_share}
+        """The classes ``category`` holds: its main class, its lookalikes with ``min_share`` of the
+        votes, and other classes with ``min_share_unrelated``."""
+        main = self.main_class(category)
+        if main is None:
+            return set()
+        near = lookalikes(main)
+        return {label for label, share in self.shares[category].items()
+                if share >= (self.min_share if label in near else self.min_share_unrelated)}
 
     def categories_for(self, garment_class: str) -> list[str]:
         """Categories holding ``garment_class`` (empty when none does)."""
@@ -92,13 +107,15 @@ class CategoryClasses:
         return max(shares, key=shares.get) if shares else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shares": self.shares, "images": self.images, "min_share": self.min_share}
+        return {"shares": self.shares, "images": self.images, "min_share": self.min_share,
+                "min_share_unrelated": self.min_share_unrelated}
 
     @classmethod
     def from_dict(cls, data: Optional[dict[str, Any]]) -> "CategoryClasses":
         if not data:
             return cls()
-        return cls(dict(data.get("shares", {})), dict(data.get("images", {})), float(data.get("min_share", MIN_SHARE)))
+        return cls(dict(data.get("shares", {})), dict(data.get("images", {})), float(data.get("min_share", MIN_SHARE)),
+                   float(data.get("min_share_unrelated", MIN_SHARE_UNRELATED)))
 
     def __bool__(self) -> bool:
         return bool(self.shares)
@@ -134,8 +151,9 @@ class CatalogGarmentFilter:
         votes = self.votes[category]
         votes[garments[main].label] += 1
         total = sum(votes.values())
-        # Half the search-time share: votes early in a run are few, and a garment left out now
-        # cannot be searched later should its class make the cut by the end of the run.
+        # Half the lower search-time share, whatever the class: votes early in a run are few,
+        # and a garment left out now cannot be searched later should its class make the cut by
+        # the end of the run.
         held = {label for label, n in votes.items() if n / total >= self.min_share / 2}
         if garments[main].label not in held:
             # The photo disagrees with its category (a back view, a detail, a misparse): which of
