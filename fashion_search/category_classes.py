@@ -68,8 +68,8 @@ class CategoryClasses:
         return cls(shares, {c: sum(v.values()) for c, v in votes.items()}, min_share)
 
     def classes_of(self, category: str) -> set[str]:
-        """The classes ``category`` holds: its main class, its lookalikes with ``min_share`` of the
-        votes, and other classes with ``min_share_unrelated``."""
+        """The classes ``category`` holds: its main class (most votes) and that class's lookalikes
+        with ``min_share`` of the votes, any other class with ``min_share_unrelated``."""
         main = self.main_class(category)
         if main is None:
             return set()
