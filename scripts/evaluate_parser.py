@@ -121,6 +121,13 @@ def training_lines(stages: list[dict]) -> list[str]:
             command += f" --init runs/parser{n - 1}/parser.pt"
         if cfg.get("jaccard_weight"):
             command += f" --jaccard-weight {cfg['jaccard_weight']}"
+        if cfg.get("worn_per_class"):
+            # No teacher named: the shipped model when the stage ran, the previous stage's export.
+            teacher = Path(cfg["teacher"]).name if cfg.get("teacher") else f"runs/parser{n - 1}/garment_parser.onnx"
+            command += f" --worn-per-class {cfg['worn_per_class']} --teacher {teacher}"
+        for option, default in (("lr", 2e-3), ("backbone_lr", 5e-4)):
+            if cfg[option] != default:
+                command += f" --{option.replace('_', '-')} {cfg[option]}"
         loss = "class-weighted cross-entropy" + (f" + {cfg['jaccard_weight']} x soft Jaccard" if cfg.get("jaccard_weight") else "")
         last = t["history"][-1]
         lines.append(
@@ -169,6 +176,16 @@ def card(results: dict, training: dict | None, model: Path, notes: str = "") -> 
         "  from the Kaggle Fashion Product Images set (research use), mask from the backdrop, class from the",
         "  article type, photos with a person in them (skin-coloured foreground) left out. Images are read",
         "  from `../shared/data` at training time; none ship.",
+    ]
+    worn = [t["config"]["worn_per_class"] for t in training_stages(training) if t["config"].get("worn_per_class")]
+    if worn:
+        lines += [
+            f"  A later stage adds up to {max(worn)} Kaggle photos per class of a garment worn by a model (classes",
+            "  with lookalikes; training products only), labelled by the previous stage's model, with the",
+            "  article type's class wherever that model read the garment as a lookalike class",
+            "  (`fashion_search.garments.training.data.load_worn_shots`).",
+        ]
+    lines += [
         "- **Licence of the weights**: Apache-2.0 (ImageNet backbone weights Apache-2.0; CCP Apache-2.0).",
     ]
     lines += training_lines(training_stages(training))

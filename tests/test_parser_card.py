@@ -21,3 +21,26 @@ def test_notes_start_at_their_heading_not_where_the_regenerate_line_names_it():
     regenerated = card.split("## Notes\n\n")[0] + notes
     assert script.hand_written_notes(regenerated) == notes
     assert script.hand_written_notes("# Card without notes\n") == ""
+
+
+def test_the_card_gives_each_training_stage_the_command_that_reproduces_it(tmp_path):
+    import json
+
+    script = _script()
+    base = {"epochs": 20, "frozen_blocks": 5, "batch_size": 8, "lr": 0.002, "backbone_lr": 0.0005}
+    first = {"config": base, "train_examples": 1317, "minutes": 50.0, "history": [{"val_garment_miou": 0.356}]}
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "training.json").write_text(json.dumps(first))
+    second = {"config": {**base, "epochs": 8, "lr": 0.001, "backbone_lr": 0.0002, "worn_per_class": 120,
+                         "teacher": None, "init": str(tmp_path / "stage1" / "parser.pt")},
+              "train_examples": 1778, "minutes": 25.0, "history": [{"val_garment_miou": 0.35}]}
+
+    stages = script.training_stages(second)
+    lines = script.training_lines(stages)
+
+    assert [s["train_examples"] for s in stages] == [1317, 1778]
+    assert "--lr" not in lines[1] and "--worn-per-class" not in lines[1]
+    # No teacher named: the shipped model when the stage ran, which was the previous stage's.
+    assert ("--init runs/parser1/parser.pt --worn-per-class 120 --teacher runs/parser1/garment_parser.onnx "
+            "--lr 0.001 --backbone-lr 0.0002`") in lines[2]
+    assert "In all 75 minutes" in lines[-1]
