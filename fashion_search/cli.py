@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 from fashion_search.catalog import CatalogError, CsvColumns, load_catalog
 from fashion_search.engine import EmptyIndexError, SearchEngine
 from fashion_search.evaluation import evaluate_index
+from fashion_search.garments.training import BACKBONE_LR, DECODER_LR
 from fashion_search.images import ImageError, load_image
 from fashion_search.indexing import IndexMismatchError
 from fashion_search.pipeline import CROP_MODES, DEFAULT_CROP, Component
@@ -319,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "corrected by their article type (classes with lookalikes only; default 0: none)")
     p.add_argument("--teacher", help="garment parser ONNX model that labels the --worn-per-class photos "
                                      "(default: the shipped one)")
-    p.add_argument("--lr", type=float, default=2e-3, help="decoder learning rate (default 0.002)")
-    p.add_argument("--backbone-lr", type=float, default=5e-4, help="backbone learning rate (default 0.0005)")
+    p.add_argument("--lr", type=float, default=DECODER_LR, help=f"decoder learning rate (default {DECODER_LR})")
+    p.add_argument("--backbone-lr", type=float, default=BACKBONE_LR,
+                   help=f"backbone learning rate (default {BACKBONE_LR})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N street photos (smoke runs, learning curves; validation during training then takes 10 photos)")

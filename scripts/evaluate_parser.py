@@ -39,6 +39,7 @@ from fashion_search.garments.evaluation import (  # noqa: E402
 )
 from fashion_search.garments.parser import DEFAULT_MODEL, INPUT_SIZE, SMALL_CLASS_FLOOR, SMALL_CLASSES, GarmentParser  # noqa: E402
 from fashion_search.garments.taxonomy import ARTICLE_TYPE_TO_CLASS, GARMENT_CLASSES  # noqa: E402
+from fashion_search.garments.training import BACKBONE_LR, DECODER_LR  # noqa: E402
 from fashion_search.pipeline import Component  # noqa: E402
 
 CARD = DEFAULT_MODEL.parent / "GARMENT_PARSER.md"
@@ -125,7 +126,7 @@ def training_lines(stages: list[dict]) -> list[str]:
             # No teacher named: the shipped model when the stage ran, the previous stage's export.
             teacher = Path(cfg["teacher"]).name if cfg.get("teacher") else f"runs/parser{n - 1}/garment_parser.onnx"
             command += f" --worn-per-class {cfg['worn_per_class']} --teacher {teacher}"
-        for option, default in (("lr", 2e-3), ("backbone_lr", 5e-4)):
+        for option, default in (("lr", DECODER_LR), ("backbone_lr", BACKBONE_LR)):
             if cfg[option] != default:
                 command += f" --{option.replace('_', '-')} {cfg[option]}"
         loss = "class-weighted cross-entropy" + (f" + {cfg['jaccard_weight']} x soft Jaccard" if cfg.get("jaccard_weight") else "")
@@ -177,7 +178,8 @@ def card(results: dict, training: dict | None, model: Path, notes: str = "") -> 
         "  article type, photos with a person in them (skin-coloured foreground) left out. Images are read",
         "  from `../shared/data` at training time; none ship.",
     ]
-    worn = [t["config"]["worn_per_class"] for t in training_stages(training) if t["config"].get("worn_per_class")]
+    stages = training_stages(training)
+    worn = [t["config"]["worn_per_class"] for t in stages if t["config"].get("worn_per_class")]
     if worn:
         lines += [
             f"  A later stage adds up to {max(worn)} Kaggle photos per class of a garment worn by a model (classes",
@@ -188,7 +190,7 @@ def card(results: dict, training: dict | None, model: Path, notes: str = "") -> 
     lines += [
         "- **Licence of the weights**: Apache-2.0 (ImageNet backbone weights Apache-2.0; CCP Apache-2.0).",
     ]
-    lines += training_lines(training_stages(training))
+    lines += training_lines(stages)
     lines += [
         "",
         "## Segmentation and boxes, CCP validation photos 0701-0800 (full resolution)",

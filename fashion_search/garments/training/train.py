@@ -21,7 +21,7 @@ from fashion_search.embed.preprocess import EFFICIENTNET_LITE_MEAN, EFFICIENTNET
 from fashion_search.garments.datasets import ccp_ids
 from fashion_search.garments.parser import letterbox
 from fashion_search.garments.taxonomy import IGNORE, PARSER_CLASSES
-from fashion_search.garments.training import data
+from fashion_search.garments.training import BACKBONE_LR, DECODER_LR, data
 from fashion_search.garments.training.model import ParserExport, ParserNet, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ class TrainConfig:
     height: int = 448
     width: int = 288
     products_per_class: int = 60
-    lr: float = 2e-3
-    backbone_lr: float = 5e-4
+    lr: float = DECODER_LR
+    backbone_lr: float = BACKBONE_LR
     weight_decay: float = 1e-4
     frozen_blocks: int = 5
     seed: int = 0
