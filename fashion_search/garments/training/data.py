@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import multiprocessing
 import zipfile
@@ -314,12 +315,19 @@ def class_pixel_counts(examples: list[Example]) -> np.ndarray:
     return counts
 
 
-def write_examples(path: Path, splits: dict[str, list[Example]], quality: int = 80) -> None:
+PACK_SOURCE = "source.json"
+
+
+def write_examples(path: Path, splits: dict[str, list[Example]], quality: int = 80,
+                   source: Optional[dict] = None) -> None:
     """Pack prepared examples into one zip (photos as WebP, labels as PNG), so that a machine
     without the datasets (a lent GPU, whose upload is limited) can train on these examples. The
     label maps are kept exactly; the photos lose what a lossy WebP at ``quality`` loses (at 80,
-    73% of the bytes of CCP's own JPEGs; the JPEG re-encoded at 92 took 150%)."""
+    73% of the bytes of CCP's own JPEGs; the JPEG re-encoded at 92 took 150%). ``source``, how
+    the examples were made (datasets, quotas, teacher), travels in the pack, so that a model
+    trained on it records its data as one trained on the datasets does."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as pack:
+        pack.writestr(PACK_SOURCE, json.dumps({**(source or {}), "webp_quality": quality}, indent=1))
         for split, examples in splits.items():
             for i, example in enumerate(examples):
                 stem = f"{split}/{i:05d}-{example.kind}"
@@ -328,6 +336,12 @@ def write_examples(path: Path, splits: dict[str, list[Example]], quality: int = 
                 example.labels.save(labels, "PNG", optimize=True)
                 pack.writestr(stem + ".webp", photo.getvalue())
                 pack.writestr(stem + ".png", labels.getvalue())
+
+
+def read_pack_source(path: Path) -> Optional[dict]:
+    """How the examples in a pack were made (None for packs written before it was recorded)."""
+    with zipfile.ZipFile(path) as pack:
+        return json.loads(pack.read(PACK_SOURCE)) if PACK_SOURCE in pack.namelist() else None
 
 
 def read_examples(path: Path) -> dict[str, list[Example]]:

@@ -10,6 +10,7 @@ from fashion_search.garments.training.data import (
     augment,
     augmented_batches,
     read_examples,
+    read_pack_source,
     write_examples,
 )
 
@@ -148,3 +149,10 @@ def test_worn_shots_are_photos_with_a_person_of_lookalike_classes_outside_the_ho
     labels = np.asarray(shots[0].labels)
     assert (labels[20:40, 14:34] == class_index("top")).all()
     assert (labels[4:8, 20:28] == class_index("skin")).all()
+
+
+def test_a_pack_records_how_its_examples_were_made(tmp_path):
+    example = Example(Image.new("RGB", (32, 48), "white"), Image.new("L", (32, 48), 0), "product")
+    write_examples(tmp_path / "pack.zip", {"train": [example]}, quality=70, source={"worn_per_class": 120})
+    assert read_pack_source(tmp_path / "pack.zip") == {"worn_per_class": 120, "webp_quality": 70}
+    assert list(read_examples(tmp_path / "pack.zip")) == ["train"]  # the record is not an example

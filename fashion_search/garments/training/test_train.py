@@ -4,7 +4,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the export extra: pip install -e '.[export]'")
 
 from fashion_search.garments.taxonomy import IGNORE  # noqa: E402
-from fashion_search.garments.training.train import epochs_within, soft_jaccard_loss  # noqa: E402
+from fashion_search.embed import sha256_file  # noqa: E402
+from fashion_search.garments.parser import DEFAULT_MODEL  # noqa: E402
+from fashion_search.garments.training.train import TrainConfig, epochs_within, examples_source, soft_jaccard_loss  # noqa: E402
 
 
 def _logits_for(labels: torch.Tensor, classes: int, confidence: float = 30.0) -> torch.Tensor:
@@ -44,3 +46,15 @@ def test_a_time_budget_keeps_the_epochs_that_fit_and_never_more_than_asked():
     assert epochs_within(minutes=10, elapsed=1.0, epoch_minutes=0.2, done=2, most=30) == 30
     # Over budget already: stop where it is, never below what has run.
     assert epochs_within(minutes=1, elapsed=3.0, epoch_minutes=1.0, done=2, most=30) == 2
+
+
+def test_the_examples_source_names_the_teacher_only_where_worn_photos_were_labelled(tmp_path):
+    plain = examples_source(TrainConfig(ccp_root="ccp", kaggle_root="kaggle", output="out"))
+    assert plain["worn_per_class"] == 0 and "teacher" not in plain
+    worn = examples_source(TrainConfig(ccp_root="ccp", kaggle_root="kaggle", output="out", worn_per_class=120))
+    assert worn["teacher"]["path"] == "shipped"
+    assert worn["teacher"]["sha256"] == sha256_file(DEFAULT_MODEL)
+    other = tmp_path / "teacher.onnx"
+    other.write_bytes(b"another model")
+    named = examples_source(TrainConfig(ccp_root="ccp", kaggle_root="kaggle", output="out", worn_per_class=120, teacher=str(other)))
+    assert named["teacher"] == {"path": str(other), "sha256": sha256_file(other)}

@@ -153,9 +153,11 @@ def train_parser(config: TrainConfig) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     size = (config.height, config.width)
+    source = None
     if config.examples:
         splits = data.read_examples(Path(config.examples))
         train, val = splits["train"], splits["val"]
+        source = data.read_pack_source(Path(config.examples))
     else:
         train, val = training_examples(config)
     log.info("training on %d examples (%d street photos), validating on %d", len(train),
@@ -163,14 +165,14 @@ def train_parser(config: TrainConfig) -> dict:
     # Forked here, before the network exists: no torch threads or CUDA state yet.
     pool = data.AugmentPool(train, config.loader_processes, config.batch_size, size) if config.loader_processes else None
     try:
-        return _train(config, train, val, rng, pool)
+        return _train(config, train, val, rng, pool, source)
     finally:
         if pool is not None:
             pool.close()
 
 
 def _train(config: TrainConfig, train: list[data.Example], val: list[data.Example], rng: np.random.Generator,
-           pool: Optional[data.AugmentPool]) -> dict:
+           pool: Optional[data.AugmentPool], examples_source: Optional[dict] = None) -> dict:
     out = Path(config.output)
     size = (config.height, config.width)
     device = torch.device(config.device)
@@ -233,6 +235,8 @@ def _train(config: TrainConfig, train: list[data.Example], val: list[data.Exampl
             log.info("time budget %.1f min: %d epochs", config.minutes, epochs)
     report = {"config": asdict(config), "classes": list(PARSER_CLASSES), "history": history, "epochs": epochs,
               "train_examples": len(train), "minutes": (time.perf_counter() - started) / 60}
+    if examples_source is not None:
+        report["examples_source"] = examples_source
     # Written before the export, so that a machine lacking the ONNX exporter still returns the run.
     (out / "training.json").write_text(json.dumps(report, indent=2))
     export_onnx(net.cpu(), out / "garment_parser.onnx")
@@ -265,10 +269,24 @@ def training_examples(config: TrainConfig) -> tuple[list[data.Example], list[dat
     return train, val
 
 
+def examples_source(config: TrainConfig) -> dict:
+    """What decides the examples :func:`training_examples` makes: the options that chose them and,
+    where worn photos were labelled, which teacher labelled them."""
+    source = {k: getattr(config, k) for k in ("ccp_root", "kaggle_root", "products_per_class", "worn_per_class",
+                                              "seed", "limit", "height", "width")}
+    if config.worn_per_class:
+        from fashion_search.embed import sha256_file
+        from fashion_search.garments.parser import DEFAULT_MODEL
+
+        teacher = Path(config.teacher or DEFAULT_MODEL)
+        source["teacher"] = {"path": str(config.teacher) if config.teacher else "shipped", "sha256": sha256_file(teacher)}
+    return source
+
+
 def write_training_examples(config: TrainConfig, path: Path) -> dict[str, int]:
     """Pack the examples ``config`` would train on into one file, for training on a machine that
     has no copy of the datasets (``--examples``)."""
     train, val = training_examples(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data.write_examples(path, {"train": train, "val": val})
+    data.write_examples(path, {"train": train, "val": val}, source=examples_source(config))
     return {"train": len(train), "val": len(val), "bytes": path.stat().st_size}
