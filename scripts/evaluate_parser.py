@@ -123,8 +123,12 @@ def training_lines(stages: list[dict]) -> list[str]:
         if cfg.get("jaccard_weight"):
             command += f" --jaccard-weight {cfg['jaccard_weight']}"
         if cfg.get("worn_per_class"):
-            # No teacher named: the shipped model when the stage ran, the previous stage's export.
-            teacher = Path(cfg["teacher"]).name if cfg.get("teacher") else f"runs/parser{n - 1}/garment_parser.onnx"
+            # No teacher named: the shipped model when the stage ran, the previous stage's export;
+            # named, it is that export where it lies in the previous stage's output folder.
+            previous_output = stages[n - 2]["config"].get("output") if n > 1 else None
+            teacher = cfg.get("teacher")
+            if not teacher or (previous_output and Path(teacher).parent == Path(previous_output)):
+                teacher = f"runs/parser{n - 1}/garment_parser.onnx"
             command += f" --worn-per-class {cfg['worn_per_class']} --teacher {teacher}"
         for option, default in (("lr", DECODER_LR), ("backbone_lr", BACKBONE_LR)):
             if cfg[option] != default:

@@ -44,3 +44,11 @@ def test_the_card_gives_each_training_stage_the_command_that_reproduces_it(tmp_p
     assert ("--init runs/parser1/parser.pt --worn-per-class 120 --teacher runs/parser1/garment_parser.onnx "
             "--lr 0.001 --backbone-lr 0.0002`") in lines[2]
     assert "In all 75 minutes" in lines[-1]
+
+    # Named, the previous stage's export is written as that stage's output; any other by name.
+    first["config"] = {**base, "output": str(tmp_path / "stage1")}
+    (tmp_path / "stage1" / "training.json").write_text(json.dumps(first))
+    second["config"]["teacher"] = str(tmp_path / "stage1" / "garment_parser.onnx")
+    assert "--teacher runs/parser1/garment_parser.onnx " in script.training_lines(script.training_stages(second))[2]
+    second["config"]["teacher"] = str(tmp_path / "gpu" / "garment_parser.onnx")
+    assert f"--teacher {tmp_path / 'gpu' / 'garment_parser.onnx'} " in script.training_lines(script.training_stages(second))[2]
