@@ -6,7 +6,13 @@ torch = pytest.importorskip("torch", reason="training needs the export extra: pi
 from fashion_search.garments.taxonomy import IGNORE  # noqa: E402
 from fashion_search.embed import sha256_file  # noqa: E402
 from fashion_search.garments.parser import DEFAULT_MODEL  # noqa: E402
-from fashion_search.garments.training.train import TrainConfig, epochs_within, examples_source, soft_jaccard_loss  # noqa: E402
+from fashion_search.garments.training.train import (  # noqa: E402
+    TrainConfig,
+    epochs_within,
+    examples_source,
+    soft_jaccard_loss,
+    training_environment,
+)
 
 
 def _logits_for(labels: torch.Tensor, classes: int, confidence: float = 30.0) -> torch.Tensor:
@@ -58,3 +64,12 @@ def test_the_examples_source_names_the_teacher_only_where_worn_photos_were_label
     other.write_bytes(b"another model")
     named = examples_source(TrainConfig(ccp_root="ccp", kaggle_root="kaggle", output="out", worn_per_class=120, teacher=str(other)))
     assert named["teacher"] == {"path": str(other), "sha256": sha256_file(other)}
+
+
+def test_a_run_records_the_library_versions_its_arithmetic_went_through():
+    import numpy
+    import PIL
+
+    env = training_environment()
+    assert env["torch"] == torch.__version__ and env["numpy"] == numpy.__version__ and env["pillow"] == PIL.__version__
+    assert env["python"].count(".") == 2
