@@ -45,7 +45,7 @@ def test_the_card_gives_each_training_stage_the_command_that_reproduces_it(tmp_p
             "--lr 0.001 --backbone-lr 0.0002`") in lines[2]
     assert "In all 75 minutes" in lines[-1]
 
-    # Named, the previous stage's export is written as that stage's output; any other by name.
+    # Named, the previous stage's export is written as that stage's output; any other by its path.
     first["config"] = {**base, "output": str(tmp_path / "stage1")}
     (tmp_path / "stage1" / "training.json").write_text(json.dumps(first))
     second["config"]["teacher"] = str(tmp_path / "stage1" / "garment_parser.onnx")
