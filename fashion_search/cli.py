@@ -338,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment in N forked processes instead of threads, the same views as --loader-threads "
                         "makes (PIL holds the GIL for much of a view: threads stop helping at about two, "
                         "processes use every core of a GPU machine)")
-    p.add_argument("--init", help="parser.pt checkpoint to start from instead of ImageNet weights alone "
-                                  "(only its backbone, where its decoder is of another kind)")
+    p.add_argument("--init", help="parser.pt checkpoint, or a garment_parser.onnx this project exported (the shipped "
+                                  "one, say), to start from instead of ImageNet weights alone (only its backbone, "
+                                  "where its decoder is of another kind)")
     p.add_argument("--decoder", default="pyramid",
                    help="decoder on the backbone: pyramid (the first parser's) or context (sees the whole photo)")
     p.add_argument("--backbone", default="efficientnet-lite0",

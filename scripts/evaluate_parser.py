@@ -114,20 +114,34 @@ def training_lines(stages: list[dict]) -> list[str]:
     if not stages:
         return []
     lines = ["- **Training** (seeded; each stage starts from the previous one's checkpoint):"]
+    first_init = stages[0]["config"].get("init")
+    # The oldest stage started from an exported parser (the one shipped before, say), not from a
+    # run whose training.json lies beside it: that file is stage 0, known by its hash.
+    from_export = bool(first_init and first_init.endswith(".onnx"))
+    if from_export:
+        lines.append(f"  0. `runs/parser0/garment_parser.onnx`: the exported parser the next stage starts from, sha256 "
+                     f"`{stages[0].get('init_sha256', 'not recorded')}`.")
     for n, t in enumerate(stages, 1):
         cfg = t["config"]
         command = (f"fashion-search train-parser --ccp ../shared/data/ccp --kaggle ../shared/data/kaggle "
                    f"--output runs/parser{n} --epochs {cfg['epochs']} --frozen-blocks {cfg['frozen_blocks']}")
         if cfg.get("init"):
-            command += f" --init runs/parser{n - 1}/parser.pt"
+            command += f" --init runs/parser{n - 1}/" + ("garment_parser.onnx" if n == 1 and from_export else "parser.pt")
         if cfg.get("jaccard_weight"):
             command += f" --jaccard-weight {cfg['jaccard_weight']}"
         if cfg.get("worn_per_class"):
             # No teacher named: the shipped model when the stage ran, the previous stage's export;
-            # named, it is that export where it lies in the previous stage's output folder.
+            # named, it is that export where it lies in the previous stage's output folder. A
+            # stage started from an export was taught by it where the hashes say so.
             previous_output = stages[n - 2]["config"].get("output") if n > 1 else None
             teacher = cfg.get("teacher")
-            if not teacher or (previous_output and Path(teacher).parent == Path(previous_output)):
+            teacher_sha = (t.get("examples_source") or {}).get("teacher", {}).get("sha256")
+            if n == 1 and from_export and (not teacher or teacher == first_init) and (
+                    teacher_sha is None or teacher_sha == t.get("init_sha256")):
+                teacher = "runs/parser0/garment_parser.onnx"
+            elif not teacher and n == 1:
+                teacher = f"<the parser shipped then, sha256 {teacher_sha or 'not recorded'}>"
+            elif not teacher or (previous_output and Path(teacher).parent == Path(previous_output)):
                 teacher = f"runs/parser{n - 1}/garment_parser.onnx"
             command += f" --worn-per-class {cfg['worn_per_class']} --teacher {teacher}"
         for option, default in (("lr", DECODER_LR), ("backbone_lr", BACKBONE_LR)):

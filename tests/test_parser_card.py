@@ -52,3 +52,20 @@ def test_the_card_gives_each_training_stage_the_command_that_reproduces_it(tmp_p
     assert "--teacher runs/parser1/garment_parser.onnx " in script.training_lines(script.training_stages(second))[2]
     second["config"]["teacher"] = str(tmp_path / "gpu" / "garment_parser.onnx")
     assert f"--teacher {tmp_path / 'gpu' / 'garment_parser.onnx'} " in script.training_lines(script.training_stages(second))[2]
+
+
+def test_a_stage_started_from_an_exported_parser_names_that_file_by_its_hash():
+    script = _script()
+    base = {"epochs": 8, "frozen_blocks": 5, "batch_size": 8, "lr": 0.001, "backbone_lr": 0.0002, "worn_per_class": 120}
+    shipped = "fashion_search/garments/models/garment_parser.onnx"
+    stage = {"config": {**base, "init": shipped, "teacher": None}, "init_sha256": "f1440a14",
+             "examples_source": {"teacher": {"path": "shipped", "sha256": "f1440a14"}},
+             "train_examples": 1778, "minutes": 40.0, "history": [{"val_garment_miou": 0.35}]}
+
+    lines = script.training_lines(script.training_stages(stage))
+
+    assert "runs/parser0/garment_parser.onnx" in lines[1] and "f1440a14" in lines[1]
+    # Taught by the model it started from: both are that file, not a stage that never ran.
+    assert "--init runs/parser0/garment_parser.onnx --worn-per-class 120 --teacher runs/parser0/garment_parser.onnx" in lines[2]
+    stage["examples_source"]["teacher"]["sha256"] = "another"
+    assert "--teacher <the parser shipped then, sha256 another>" in script.training_lines(script.training_stages(stage))[2]

@@ -155,11 +155,15 @@ class ParserNet(nn.Module):
 
 
 def load_checkpoint(net: ParserNet, path: str) -> bool:
-    """Load a ``parser.pt`` into ``net``. Where the checkpoint's decoder is another kind than
+    """Load a ``parser.pt``, or a ``garment_parser.onnx`` this project exported (see
+    :func:`exported_state`), into ``net``. Where the checkpoint's decoder is another kind than
     ``net``'s, only its backbone is taken (a new decoder on a trained backbone); returns whether the
     decoder was loaded too. Checkpoints from before decoders were pluggable name the pyramid
     decoder's layers at the top level."""
-    state = torch.load(path, map_location="cpu")
+    if str(path).endswith(".onnx"):
+        state = exported_state(net, path)
+    else:
+        state = torch.load(path, map_location="cpu")
     state = {("decoder." + k if k.startswith(("lateral.", "head.")) else k): v for k, v in state.items()}
     own = net.state_dict()
     decoder = {k: v for k, v in state.items() if k.startswith("decoder.")}
@@ -171,6 +175,125 @@ def load_checkpoint(net: ParserNet, path: str) -> bool:
     net.load_state_dict({k: v for k, v in state.items() if not k.startswith("decoder.")} | {
         k: v for k, v in own.items() if k.startswith("decoder.")})
     return False
+
+
+def conv_norm_pairs(net: nn.Module, size: tuple[int, int] = (64, 64)) -> list[tuple[str, str]]:
+    """(convolution, batch norm) module names where the norm reads the convolution's output
+    directly: the pairs an ONNX export folds into one convolution. Found by running the network
+    once, so that any backbone or decoder is covered without a table of layer names."""
+    names = {m: n for n, m in net.named_modules()}
+    outputs: dict[int, str] = {}
+    pairs: list[tuple[str, str]] = []
+    hooks = []
+    for module in names:
+        if isinstance(module, nn.Conv2d):
+            hooks.append(module.register_forward_hook(lambda m, i, out: outputs.__setitem__(id(out), names[m])))
+        elif isinstance(module, nn.BatchNorm2d):
+            hooks.append(module.register_forward_pre_hook(
+                lambda m, i: pairs.append((outputs[id(i[0])], names[m])) if id(i[0]) in outputs else None))
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, 3, *size))
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()
+    return pairs
+
+
+def exported_state(net: ParserNet, path: str) -> dict[str, torch.Tensor]:
+    """A state dict for ``net`` from a parser exported by :func:`~.train.export_onnx`, so that a
+    training stage can start from the committed model, not only from a ``parser.pt`` kept from the
+    run that made it (which a clean checkout does not have, and a rerun on another install does
+    not reproduce).
+
+    The export folds each batch norm into the convolution before it: only the product of the
+    convolution's weights and the norm's scale survives. The backbone's norms keep their ImageNet
+    statistics in training (``ParserNet.train``), so they are unfolded with ``net``'s own ImageNet
+    statistics and scale: exact for the blocks the first stage froze, and the same function
+    wherever the scale was trained. The decoder's norms learn their statistics; they come back as
+    an identity over the folded convolution (zero mean, unit variance), which is the same
+    function in evaluation; :func:`calibrate_decoder_norms` then gives them the statistics of real
+    photos, so that batch statistics in training start where the export left off."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    weights = {i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy())
+               for i in model.graph.initializer}
+    # The first parser's export names its decoder's layers at the top level.
+    weights = {("decoder." + k if k.startswith(("lateral.", "head.")) else k): v for k, v in weights.items()}
+    own = net.state_dict()
+    state = {}
+    for conv, norm in conv_norm_pairs(net):
+        folded, bias = weights.get(f"{conv}.weight"), weights.get(f"{conv}.weight_bias")
+        if folded is None or bias is None:
+            if conv.startswith("decoder."):
+                continue  # another kind of decoder: load_checkpoint takes the backbone alone
+            raise ValueError(f"{path}: no folded weights for {conv}; not a parser exported by this project")
+        if folded.shape != own[f"{conv}.weight"].shape:
+            if conv.startswith("decoder."):
+                continue
+            raise ValueError(f"{path}: {conv} has shape {tuple(folded.shape)}, the network "
+                             f"{tuple(own[f'{conv}.weight'].shape)}; not a parser exported by this project with this backbone")
+        mean, var, eps = own[f"{norm}.running_mean"], own[f"{norm}.running_var"], net.get_submodule(norm).eps
+        if norm.startswith("backbone."):
+            scale = own[f"{norm}.weight"]
+            # An ImageNet scale of exactly zero would leave the folded weights unrecoverable.
+            scale = torch.where(scale.abs() < 1e-6, torch.full_like(scale, 1e-6), scale)
+            std = torch.sqrt(var + eps)
+            state[f"{conv}.weight"] = folded * (std / scale).reshape(-1, *[1] * (folded.dim() - 1))
+            state[f"{norm}.weight"], state[f"{norm}.bias"] = scale, bias + mean * scale / std
+            state[f"{norm}.running_mean"], state[f"{norm}.running_var"] = mean, var
+        else:
+            state[f"{conv}.weight"] = folded
+            state[f"{norm}.weight"], state[f"{norm}.bias"] = torch.ones_like(bias), bias
+            state[f"{norm}.running_mean"], state[f"{norm}.running_var"] = torch.zeros_like(bias), 1 - eps * torch.ones_like(bias)
+        state[f"{norm}.num_batches_tracked"] = own[f"{norm}.num_batches_tracked"]
+    for name in own:
+        if name not in state and name.endswith((".weight", ".bias")) and name in weights:
+            state[name] = weights[name]
+    missing = [k for k in own if k not in state and not k.startswith("decoder.")]
+    if missing:
+        raise ValueError(f"{path}: no weights for {', '.join(missing[:3])}...; not a parser exported by this project "
+                         f"with this backbone ({len(missing)} tensors missing)")
+    mismatched = [k for k, v in state.items() if v.shape != own[k].shape and not k.startswith("decoder.")]
+    if mismatched:
+        raise ValueError(f"{path}: {mismatched[0]} has shape {tuple(state[mismatched[0]].shape)}, the network "
+                         f"{tuple(own[mismatched[0]].shape)}; not a parser exported by this project with this backbone")
+    return state
+
+
+def calibrate_decoder_norms(net: ParserNet, pixels: torch.Tensor) -> None:
+    """Give the decoder batch norms just loaded from an export (:func:`exported_state`: identity
+    over the folded convolution) the statistics of ``pixels`` without changing what the network
+    computes in evaluation: with mean m and variance v of the convolution's output, a norm of
+    scale sqrt(v + eps) and shift (its bias + m) undoes its own normalisation. In training, where
+    the norm divides by each batch's statistics instead, the network then starts from the
+    function it was exported with rather than from one whose decoder features are rescaled to
+    unit variance."""
+    pairs = [(c, n) for c, n in conv_norm_pairs(net) if n.startswith("decoder.")]
+    stats: dict[str, list[torch.Tensor]] = {c: [] for c, _ in pairs}
+    hooks = [net.get_submodule(c).register_forward_hook(
+        lambda m, i, out, c=c: stats[c].append(out.detach().transpose(0, 1).flatten(1))) for c, _ in pairs]
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(pixels)
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for conv, name in pairs:
+            out = torch.cat(stats[conv], dim=1)
+            norm = net.get_submodule(name)
+            mean, var = out.mean(dim=1), out.var(dim=1, unbiased=False)
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+            norm.bias.add_(mean)
+            norm.weight.copy_(torch.sqrt(var + norm.eps))
 
 
 class ParserExport(nn.Module):

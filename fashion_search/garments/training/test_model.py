@@ -60,3 +60,57 @@ def test_a_larger_backbone_plugs_in_with_its_own_taps():
         assert net(torch.zeros(1, 3, *SIZE)).shape == (1, 17, 32, 24)
     with pytest.raises(ValueError, match="efficientnet-lite0"):
         ParserNet(17, SIZE, backbone="resnet-50")
+
+
+def _trained_looking(net: ParserNet, frozen: int) -> ParserNet:
+    """What training changes: the weights and norm scales of the blocks after ``frozen`` and the
+    decoder's weights and norm statistics; the backbone's norm statistics stay ImageNet's."""
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith("decoder.") or any(name.startswith(f"backbone._blocks.{i}.") for i in range(frozen, 16)):
+                p.mul_(1 + 0.2 * torch.rand_like(p)).add_(0.01 * torch.randn_like(p))
+        for name, b in net.named_buffers():
+            if name.startswith("decoder.") and name.endswith("running_mean"):
+                b.normal_(0, 0.5)
+            elif name.startswith("decoder.") and name.endswith("running_var"):
+                b.uniform_(0.5, 2.0)
+    return net
+
+
+def test_a_parser_starts_from_its_onnx_export_computing_what_the_export_computes(tmp_path):
+    pytest.importorskip("onnxscript", reason="the ONNX exporter comes with the export extra")
+    from fashion_search.garments.training.model import calibrate_decoder_norms
+    from fashion_search.garments.training.train import export_onnx
+
+    torch.manual_seed(0)
+    source = _trained_looking(ParserNet(17, SIZE), frozen=5).eval()
+    path = tmp_path / "garment_parser.onnx"
+    export_onnx(source, path)
+
+    net = ParserNet(17, SIZE)
+    imagenet = {k: v.clone() for k, v in net.state_dict().items()}
+    assert load_checkpoint(net, str(path)) is True
+    pixels = torch.randn(4, 3, *SIZE)
+    with torch.no_grad():
+        expected = source.eval()(pixels)
+        assert torch.allclose(net.eval()(pixels), expected, atol=1e-4)
+    # The export folds every norm into its convolution; the frozen blocks unfold to ImageNet's weights.
+    state = net.state_dict()
+    for key in ("backbone._blocks.4._project_conv.weight", "backbone._blocks.4._bn2.weight", "backbone._blocks.4._bn2.bias"):
+        assert torch.allclose(state[key], imagenet[key], rtol=1e-4, atol=1e-5), key
+    assert not torch.allclose(state["backbone._blocks.5._expand_conv.weight"], imagenet["backbone._blocks.5._expand_conv.weight"])
+
+    calibrate_decoder_norms(net, pixels)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(pixels), expected, atol=1e-4)
+        # In training the decoder's norms divide by the batch's statistics: calibrated on the same
+        # photos, the network computes what it did in evaluation.
+        assert torch.allclose(net.train()(pixels), expected, atol=1e-3)
+
+
+def test_an_onnx_file_that_is_not_a_parser_export_is_refused_with_the_reason(tmp_path):
+    from fashion_search.embed.models import __path__ as embed_models
+
+    embedder = next(p for p in __import__("pathlib").Path(embed_models[0]).glob("*.onnx"))
+    with pytest.raises(ValueError, match="not a parser exported by this project"):
+        load_checkpoint(ParserNet(17, SIZE), str(embedder))

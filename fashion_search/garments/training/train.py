@@ -23,7 +23,7 @@ from fashion_search.garments.datasets import ccp_ids
 from fashion_search.garments.parser import letterbox
 from fashion_search.garments.taxonomy import IGNORE, PARSER_CLASSES
 from fashion_search.garments.training import BACKBONE_LR, DECODER_LR, data
-from fashion_search.garments.training.model import ParserExport, ParserNet, load_checkpoint
+from fashion_search.garments.training.model import ParserExport, ParserNet, calibrate_decoder_norms, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +181,12 @@ def _train(config: TrainConfig, train: list[data.Example], val: list[data.Exampl
         torch.backends.cudnn.benchmark = True  # one training canvas size: let cuDNN pick its fastest kernels
     weights = class_weights(data.class_pixel_counts(train)).to(device)
     net = ParserNet(len(PARSER_CLASSES), size, config.frozen_blocks, config.decoder, config.backbone)
-    if config.init and not load_checkpoint(net, config.init):
-        log.info("%s has another decoder: its backbone starts a new %s decoder", config.init, config.decoder)
+    if config.init:
+        decoder_loaded = load_checkpoint(net, config.init)
+        if not decoder_loaded:
+            log.info("%s has another decoder: its backbone starts a new %s decoder", config.init, config.decoder)
+        elif config.init.endswith(".onnx"):
+            calibrate_decoder_norms(net, calibration_pixels(train, size, config.seed))
     net = net.to(device)
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
     decoder = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
@@ -237,12 +241,24 @@ def _train(config: TrainConfig, train: list[data.Example], val: list[data.Exampl
     report = {"config": asdict(config), "classes": list(PARSER_CLASSES), "history": history, "epochs": epochs,
               "train_examples": len(train), "minutes": (time.perf_counter() - started) / 60}
     report["environment"] = training_environment()
+    if config.init:
+        from fashion_search.embed import sha256_file
+
+        report["init_sha256"] = sha256_file(Path(config.init))
     if examples_source is not None:
         report["examples_source"] = examples_source
     # Written before the export, so that a machine lacking the ONNX exporter still returns the run.
     (out / "training.json").write_text(json.dumps(report, indent=2))
     export_onnx(net.cpu(), out / "garment_parser.onnx")
     return report
+
+
+def calibration_pixels(train: list[data.Example], size: tuple[int, int], seed: int, n: int = 32) -> torch.Tensor:
+    """Augmented views of ``n`` training examples, drawn from a random stream of their own so that
+    the training run's data order and augmentation stay those of its seed."""
+    rng = np.random.default_rng([seed, 1])
+    views = [data.augment(train[i], size, rng)[0] for i in rng.choice(len(train), size=min(n, len(train)), replace=False)]
+    return to_pixels(np.stack(views))
 
 
 def epochs_within(minutes: float, elapsed: float, epoch_minutes: float, done: int, most: int) -> int:
