@@ -154,12 +154,14 @@ def train_parser(config: TrainConfig) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     size = (config.height, config.width)
-    source = None
     if config.examples:
         splits = data.read_examples(Path(config.examples))
         train, val = splits["train"], splits["val"]
         source = data.read_pack_source(Path(config.examples))
     else:
+        # Recorded here as a pack records it: which teacher labelled the worn photos, by hash, since
+        # "the shipped model" names another file once a new one ships.
+        source = examples_source(config)
         train, val = training_examples(config)
     log.info("training on %d examples (%d street photos), validating on %d", len(train),
              sum(e.kind == "street" for e in train), len(val))
