@@ -114,3 +114,21 @@ def test_an_onnx_file_that_is_not_a_parser_export_is_refused_with_the_reason(tmp
     embedder = next(p for p in __import__("pathlib").Path(embed_models[0]).glob("*.onnx"))
     with pytest.raises(ValueError, match="not a parser exported by this project"):
         load_checkpoint(ParserNet(17, SIZE), str(embedder))
+
+
+def test_the_shipped_parser_imports_labelling_every_pixel_as_onnxruntime_does():
+    import numpy as np
+    import onnxruntime as ort
+
+    from fashion_search.garments.parser import DEFAULT_MODEL, INPUT_SIZE
+
+    net = ParserNet(17, INPUT_SIZE)
+    assert load_checkpoint(net, str(DEFAULT_MODEL)) is True
+    torch.manual_seed(0)
+    pixels = torch.randn(1, 3, *INPUT_SIZE)
+    with torch.no_grad():
+        logits = torch.nn.functional.interpolate(net.eval()(pixels), size=INPUT_SIZE, mode="bilinear", align_corners=False)
+    confidence, labels = logits.softmax(1).max(1)
+    expected_labels, expected_confidence = ort.InferenceSession(str(DEFAULT_MODEL)).run(None, {"pixels": pixels.numpy()})
+    assert (labels.numpy() == expected_labels).mean() > 0.9999
+    assert np.abs(confidence.numpy() - expected_confidence).max() < 1e-4
