@@ -182,15 +182,16 @@ def conv_norm_pairs(net: nn.Module, size: tuple[int, int] = (64, 64)) -> list[tu
     directly: the pairs an ONNX export folds into one convolution. Found by running the network
     once, so that any backbone or decoder is covered without a table of layer names."""
     names = {m: n for n, m in net.named_modules()}
-    outputs: dict[int, str] = {}
+    # The outputs are kept alive, so that a freed tensor's id cannot come back as another's.
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}
     pairs: list[tuple[str, str]] = []
     hooks = []
     for module in names:
         if isinstance(module, nn.Conv2d):
-            hooks.append(module.register_forward_hook(lambda m, i, out: outputs.__setitem__(id(out), names[m])))
+            hooks.append(module.register_forward_hook(lambda m, i, out: outputs.__setitem__(id(out), (names[m], out))))
         elif isinstance(module, nn.BatchNorm2d):
             hooks.append(module.register_forward_pre_hook(
-                lambda m, i: pairs.append((outputs[id(i[0])], names[m])) if id(i[0]) in outputs else None))
+                lambda m, i: pairs.append((outputs[id(i[0])][0], names[m])) if id(i[0]) in outputs else None))
     was_training = net.training
     try:
         with torch.no_grad():
