@@ -163,8 +163,7 @@ def load_checkpoint(net: ParserNet, path: str) -> bool:
     if str(path).endswith(".onnx"):
         state = exported_state(net, path)
     else:
-        state = torch.load(path, map_location="cpu")
-    state = {("decoder." + k if k.startswith(("lateral.", "head.")) else k): v for k, v in state.items()}
+        state = _decoder_prefixed(torch.load(path, map_location="cpu"))
     own = net.state_dict()
     decoder = {k: v for k, v in state.items() if k.startswith("decoder.")}
     same_decoder = decoder.keys() == {k for k in own if k.startswith("decoder.")} and all(
@@ -221,10 +220,8 @@ def exported_state(net: ParserNet, path: str) -> dict[str, torch.Tensor]:
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
-    weights = {i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy())
-               for i in model.graph.initializer}
-    # The first parser's export names its decoder's layers at the top level.
-    weights = {("decoder." + k if k.startswith(("lateral.", "head.")) else k): v for k, v in weights.items()}
+    weights = _decoder_prefixed({i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy())
+                                 for i in model.graph.initializer})
     own = net.state_dict()
     state = {}
     for conv, norm in conv_norm_pairs(net):
@@ -250,7 +247,7 @@ def exported_state(net: ParserNet, path: str) -> dict[str, torch.Tensor]:
         else:
             state[f"{conv}.weight"] = folded
             state[f"{norm}.weight"], state[f"{norm}.bias"] = torch.ones_like(bias), bias
-            state[f"{norm}.running_mean"], state[f"{norm}.running_var"] = torch.zeros_like(bias), 1 - eps * torch.ones_like(bias)
+            state[f"{norm}.running_mean"], state[f"{norm}.running_var"] = torch.zeros_like(bias), torch.full_like(bias, 1 - eps)
         state[f"{norm}.num_batches_tracked"] = own[f"{norm}.num_batches_tracked"]
     for name in own:
         if name not in state and name.endswith((".weight", ".bias")) and name in weights:
@@ -259,11 +256,12 @@ def exported_state(net: ParserNet, path: str) -> dict[str, torch.Tensor]:
     if missing:
         raise ValueError(f"{path}: no weights for {', '.join(missing[:3])}...; not a parser exported by this project "
                          f"with this backbone ({len(missing)} tensors missing)")
-    mismatched = [k for k, v in state.items() if v.shape != own[k].shape and not k.startswith("decoder.")]
-    if mismatched:
-        raise ValueError(f"{path}: {mismatched[0]} has shape {tuple(state[mismatched[0]].shape)}, the network "
-                         f"{tuple(own[mismatched[0]].shape)}; not a parser exported by this project with this backbone")
     return state
+
+
+def _decoder_prefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The first parser's checkpoints and export name its decoder's layers at the top level."""
+    return {("decoder." + k if k.startswith(("lateral.", "head.")) else k): v for k, v in state.items()}
 
 
 def calibrate_decoder_norms(net: ParserNet, pixels: torch.Tensor) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fashion_search.embed import sha256_file
 from fashion_search.embed.preprocess import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from fashion_search.garments.datasets import ccp_ids
 from fashion_search.garments.parser import letterbox
@@ -244,8 +245,6 @@ def _train(config: TrainConfig, train: list[data.Example], val: list[data.Exampl
               "train_examples": len(train), "minutes": (time.perf_counter() - started) / 60}
     report["environment"] = training_environment()
     if config.init:
-        from fashion_search.embed import sha256_file
-
         report["init_sha256"] = sha256_file(Path(config.init))
     if examples_source is not None:
         report["examples_source"] = examples_source
@@ -306,7 +305,6 @@ def examples_source(config: TrainConfig) -> dict:
     source = {k: getattr(config, k) for k in ("ccp_root", "kaggle_root", "products_per_class", "worn_per_class",
                                               "seed", "limit", "height", "width")}
     if config.worn_per_class:
-        from fashion_search.embed import sha256_file
         from fashion_search.garments.parser import DEFAULT_MODEL
 
         teacher = Path(config.teacher or DEFAULT_MODEL)
