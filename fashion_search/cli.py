@@ -199,7 +199,7 @@ def cmd_train_parser(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, products_per_class=args.products_per_class, seed=args.seed,
                          threads=args.threads, limit=args.limit, device=args.device,
                          frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight,
-                         loader_threads=args.loader_threads, loader_processes=args.loader_processes,
+                         hue=args.hue, loader_threads=args.loader_threads, loader_processes=args.loader_processes,
                          decoder=args.decoder, backbone=args.backbone, examples=args.examples,
                          minutes=args.minutes, lr=args.lr, backbone_lr=args.backbone_lr,
                          worn_per_class=args.worn_per_class, teacher=args.teacher)
@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "efficientnet-lite2 (larger; their weights come with the export extra)")
     p.add_argument("--jaccard-weight", type=float, default=0.0,
                    help="add this much soft-Jaccard (IoU) loss to cross-entropy (default 0: cross-entropy only)")
+    p.add_argument("--hue", type=float, default=0.0,
+                   help="turn the hue of garment pixels (not skin, hair or background) by up to this fraction of the "
+                        "colour circle in each training view, one turn per view (0.5: any hue; default 0: none)")
     p.set_defaults(func=cmd_train_parser)
 
     p = sub.add_parser("info", help="what an index holds")

@@ -129,6 +129,8 @@ def training_lines(stages: list[dict]) -> list[str]:
             command += f" --init runs/parser{n - 1}/" + ("garment_parser.onnx" if n == 1 and from_export else "parser.pt")
         if cfg.get("jaccard_weight"):
             command += f" --jaccard-weight {cfg['jaccard_weight']}"
+        if cfg.get("hue"):
+            command += f" --hue {cfg['hue']}"
         if cfg.get("worn_per_class"):
             # No teacher named: the shipped model when the stage ran, the previous stage's export;
             # named, it is that export where it lies in the previous stage's output folder. A
@@ -148,10 +150,11 @@ def training_lines(stages: list[dict]) -> list[str]:
             if cfg[option] != default:
                 command += f" --{option.replace('_', '-')} {cfg[option]}"
         loss = "class-weighted cross-entropy" + (f" + {cfg['jaccard_weight']} x soft Jaccard" if cfg.get("jaccard_weight") else "")
+        views = f"garments' hue turned by up to {cfg['hue']} of the colour circle; " if cfg.get("hue") else ""
         last = t["history"][-1]
         lines.append(
             f"  {n}. `{command}`: {t['train_examples']} examples, batch {cfg['batch_size']}, AdamW (decoder lr {cfg['lr']}, "
-            f"backbone lr {cfg['backbone_lr']}), warm-up then cosine, {loss}; stem and first {cfg['frozen_blocks']} "
+            f"backbone lr {cfg['backbone_lr']}), warm-up then cosine, {loss}; {views}stem and first {cfg['frozen_blocks']} "
             f"blocks frozen; {t['minutes']:.0f} minutes on a 2-core CPU; validation mIoU at the model's input size "
             f"{last.get('val_garment_miou', float('nan')):.3f} at its end.")
     total = sum(t["minutes"] for t in stages)

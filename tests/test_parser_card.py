@@ -44,6 +44,12 @@ def test_the_card_gives_each_training_stage_the_command_that_reproduces_it(tmp_p
     assert ("--init runs/parser1/parser.pt --worn-per-class 120 --teacher runs/parser1/garment_parser.onnx "
             "--lr 0.001 --backbone-lr 0.0002`") in lines[2]
     assert "In all 75 minutes" in lines[-1]
+    assert "--hue" not in lines[1] + lines[2] and "hue" not in lines[1]
+
+    # A stage whose views had garments' hue turned says so, and how far.
+    hued = {**first, "config": {**base, "hue": 0.5}}
+    assert "--frozen-blocks 5 --hue 0.5`" in script.training_lines([hued])[1]
+    assert "garments' hue turned by up to 0.5 of the colour circle" in script.training_lines([hued])[1]
 
     # Named, the previous stage's export is written as that stage's output; any other by its path.
     first["config"] = {**base, "output": str(tmp_path / "stage1")}

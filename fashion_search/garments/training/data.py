@@ -120,9 +120,31 @@ def load_product_shots(
     return _kaggle_shots(kaggle_root, per_class, seed, holdout, lambda cls: True, label, "product shots")
 
 
-def augment(example: Example, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One random view: zoom, placement, mirror and mild colour changes. Returns uint8 HxWx3
-    pixels and HxW labels."""
+GARMENT_IDS = np.asarray([i for i, name in enumerate(PARSER_CLASSES) if name not in ("background", "skin", "hair")])
+
+
+def rotate_garment_hue(pixels: np.ndarray, labels: np.ndarray, turn: float) -> np.ndarray:
+    """``pixels`` with the hue of every garment pixel turned by ``turn`` of the colour circle, one
+    turn for all garments of a view (so a dress's top and skirt, or a matching twin set, keep
+    matching). Skin, hair, background and unknown pixels keep their colours: skin's hue is a
+    real cue, a garment's colour is not a cue to its class."""
+    garment = np.isin(labels, GARMENT_IDS)
+    if not garment.any():
+        return pixels
+    hsv = np.array(Image.fromarray(pixels).convert("HSV"))
+    hue = hsv[..., 0]
+    hue[garment] = (hue[garment].astype(np.int16) + int(round(turn * 256))) % 256
+    out = pixels.copy()
+    out[garment] = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))[garment]  # the round trip is lossy
+    return out
+
+
+def augment(example: Example, size: tuple[int, int], rng: np.random.Generator,
+            hue: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One random view: zoom, placement, mirror and mild colour changes; with ``hue``, garments'
+    hue turned by up to that fraction of the colour circle either way (:func:`rotate_garment_hue`),
+    a regulariser against learning a class from the colours 700 street photos happen to show.
+    Returns uint8 HxWx3 pixels and HxW labels."""
     image, labels = example.image, example.labels
     if example.kind == "street":
         # Half the views zoom in (up to a torso or a pair of legs filling the frame): catalog
@@ -136,7 +158,10 @@ def augment(example: Example, size: tuple[int, int], rng: np.random.Generator) -
     canvas, label_canvas, _ = letterbox(image, labels, size, scale, offset)
     for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
         canvas = enhancer(canvas).enhance(rng.uniform(0.8, 1.2))
-    return np.asarray(canvas), np.asarray(label_canvas)
+    pixels, label_pixels = np.asarray(canvas), np.asarray(label_canvas)
+    if hue:  # drawn only when asked, so that runs without it keep their recorded random stream
+        pixels = rotate_garment_hue(pixels, label_pixels, rng.uniform(-hue, hue))
+    return pixels, label_pixels
 
 
 Teacher = Callable[[Image.Image], tuple[np.ndarray, np.ndarray]]
@@ -200,7 +225,7 @@ _WORKER: dict = {}  # in each worker process: the examples and the shared view s
 def _augment_into(index: int, seed: int, slot: int, position: int) -> None:
     pixels, labels = _WORKER["pixels"], _WORKER["labels"]
     size = pixels.shape[2:4]
-    view_pixels, view_labels = augment(_WORKER["examples"][index], size, np.random.default_rng(seed))
+    view_pixels, view_labels = augment(_WORKER["examples"][index], size, np.random.default_rng(seed), _WORKER["hue"])
     pixels[slot, position] = view_pixels
     labels[slot, position] = view_labels
 
@@ -212,8 +237,9 @@ class AugmentPool:
     and a few batch-sized slots of shared memory; each view costs the pipe only its index, its
     seed and where to write it, not its pixels."""
 
-    def __init__(self, examples: Sequence[Example], processes: int, batch_size: int, size: tuple[int, int]) -> None:
-        self.examples, self.processes, self.batch_size, self.size = examples, processes, batch_size, size
+    def __init__(self, examples: Sequence[Example], processes: int, batch_size: int, size: tuple[int, int],
+                 hue: float = 0.0) -> None:
+        self.examples, self.processes, self.batch_size, self.size, self.hue = examples, processes, batch_size, size, hue
         # Enough batches in flight to keep every worker busy, one being read, one spare.
         self.ahead = max(1, -(-processes // batch_size))
         slots = self.ahead + 2
@@ -221,7 +247,7 @@ class AugmentPool:
                         for n in (3, 1)]
         self.pixels = np.ndarray((slots, batch_size, *size, 3), np.uint8, buffer=self._memory[0].buf)
         self.labels = np.ndarray((slots, batch_size, *size), np.uint8, buffer=self._memory[1].buf)
-        _WORKER.update(examples=examples, pixels=self.pixels, labels=self.labels)
+        _WORKER.update(examples=examples, pixels=self.pixels, labels=self.labels, hue=hue)
         try:
             # Forked before torch starts its threads or CUDA: a fork-started pool is safe only then.
             self._pool = multiprocessing.get_context("fork").Pool(processes)
@@ -260,7 +286,7 @@ class AugmentPool:
 
 def augmented_batches(
     examples: Sequence[Example], order: Sequence[int], batch_size: int, size: tuple[int, int],
-    rng: np.random.Generator, threads: int = 0, pool: Optional[AugmentPool] = None,
+    rng: np.random.Generator, threads: int = 0, pool: Optional[AugmentPool] = None, hue: float = 0.0,
 ) -> Iterator[list[View]]:
     """Random views (:func:`augment`) of ``examples`` in ``order``, ``batch_size`` at a time.
 
@@ -275,10 +301,11 @@ def augmented_batches(
     starts = range(0, len(order), batch_size)
     if not threads and pool is None:
         for start in starts:
-            yield [augment(examples[i], size, rng) for i in order[start : start + batch_size]]
+            yield [augment(examples[i], size, rng, hue) for i in order[start : start + batch_size]]
         return
-    if pool is not None and (pool.examples is not examples or pool.batch_size != batch_size or pool.size != size):
-        raise ValueError("the augment pool was made for other examples, batch size or canvas")
+    if pool is not None and (pool.examples is not examples or pool.batch_size != batch_size or pool.size != size
+                             or pool.hue != hue):
+        raise ValueError("the augment pool was made for other examples, batch size, canvas or hue")
     threads_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="augment") if pool is None else None
     ahead = 1 if pool is None else pool.ahead
 
@@ -289,7 +316,7 @@ def augmented_batches(
         seeds = [int(seed) for seed in rng.integers(0, 2**63 - 1, size=len(chosen))]
         if pool is not None:
             return pool.submit([(int(i), seed) for i, seed in zip(chosen, seeds)], n)
-        return [threads_pool.submit(augment, examples[i], size, np.random.default_rng(seed))
+        return [threads_pool.submit(augment, examples[i], size, np.random.default_rng(seed), hue)
                 for i, seed in zip(chosen, seeds)]
 
     def read(n: int, jobs: list) -> list[View]:

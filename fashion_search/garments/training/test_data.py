@@ -11,6 +11,7 @@ from fashion_search.garments.training.data import (
     augmented_batches,
     read_examples,
     read_pack_source,
+    rotate_garment_hue,
     write_examples,
 )
 
@@ -52,6 +53,39 @@ def test_without_threads_views_draw_from_one_stream_as_the_shipped_model_was_tra
     assert _same(_flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7))), expected)
 
 
+def test_hue_turns_garment_pixels_only_and_all_of_them_alike():
+    from fashion_search.garments.taxonomy import IGNORE, class_index
+
+    labels = np.full((8, 12), class_index("background"), np.uint8)
+    labels[:, 3:6] = class_index("skin")
+    labels[:, 6:8] = class_index("hair")
+    labels[:4, 8:] = class_index("dress")
+    labels[4:, 8:] = class_index("bag")
+    labels[:, 0] = IGNORE
+    pixels = np.zeros((8, 12, 3), np.uint8)
+    pixels[...] = (200, 40, 40)  # red everywhere: a turn shows wherever it lands
+    turned = rotate_garment_hue(pixels, labels, 1 / 3)
+    garment = labels[:, :] >= class_index("top")
+    garment &= labels != IGNORE
+    assert np.array_equal(turned[~garment], pixels[~garment])
+    # A third of the circle takes red to green, the same green for the dress and the bag.
+    assert (turned[garment][:, 1] > 150).all() and (turned[garment][:, 0] < 80).all()
+    assert len({tuple(v) for v in turned[garment]}) == 1
+    assert np.array_equal(rotate_garment_hue(pixels, labels, 0.0), pixels)
+
+
+def test_views_without_hue_are_unchanged_by_the_option_and_with_it_only_in_colour():
+    examples, order = _examples(), [2, 4, 1, 0, 3]
+    plain = _flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7)))
+    assert _same(plain, _flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7), hue=0.0)))
+    # Seeded view by view (threads), the turn is drawn last in each view: placement and labels stay
+    # those of the plain view.
+    plain = _flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7), threads=2))
+    turned = _flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7), threads=2, hue=0.5))
+    assert all(np.array_equal(l1, l2) for x, y in zip(plain, turned) for (_, l1), (_, l2) in zip(x, y))
+    assert not _same(plain, turned)
+
+
 def test_packed_examples_come_back_in_order_with_their_labels_exact(tmp_path):
     rng = np.random.default_rng(2)
     smooth = np.clip(np.linspace(0, 255, 64)[None, :, None] + rng.normal(0, 4, (96, 64, 3)), 0, 255).astype(np.uint8)
@@ -76,6 +110,12 @@ def test_worker_processes_make_the_same_views_as_threads():
         again = _flat(augmented_batches(examples, order[::-1], 2, (64, 32), np.random.default_rng(7), pool=pool))
         with pytest.raises(ValueError, match="other examples"):
             next(augmented_batches(_examples(), order, 2, (64, 32), np.random.default_rng(7), pool=pool))
+        with pytest.raises(ValueError, match="hue"):
+            next(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7), pool=pool, hue=0.5))
+    with AugmentPool(examples, processes=2, batch_size=2, size=(64, 32), hue=0.5) as pool:
+        turned = _flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7), pool=pool, hue=0.5))
+    assert _same(turned, _flat(augmented_batches(examples, order, 2, (64, 32), np.random.default_rng(7), threads=2,
+                                                 hue=0.5)))
     assert _same(threads, processes)
     # A second pass over the pool (the next epoch) is made as the threads would make it too.
     assert _same(again, _flat(augmented_batches(examples, order[::-1], 2, (64, 32), np.random.default_rng(7), threads=2)))

@@ -11,6 +11,7 @@ from fashion_search.garments.training.train import (  # noqa: E402
     epochs_within,
     examples_source,
     soft_jaccard_loss,
+    train_parser,
     training_environment,
 )
 
@@ -73,3 +74,9 @@ def test_a_run_records_the_library_versions_its_arithmetic_went_through():
     env = training_environment()
     assert env["torch"] == torch.__version__ and env["numpy"] == numpy.__version__ and env["pillow"] == PIL.__version__
     assert env["python"].count(".") == 2
+
+
+def test_a_hue_turn_beyond_half_the_colour_circle_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="0 to 0.5"):
+        train_parser(TrainConfig(ccp_root=str(tmp_path), kaggle_root=None, output=str(tmp_path / "run"), hue=0.7))
+    assert not (tmp_path / "run").exists()

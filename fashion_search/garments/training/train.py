@@ -49,6 +49,7 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" where a GPU is available; the shipped model was trained on the CPU
     init: Optional[str] = None  # a parser.pt to start from: training in stages
     jaccard_weight: float = 0.0  # weight of the soft-Jaccard term added to cross-entropy
+    hue: float = 0.0  # garments' hue turned by up to this fraction of the colour circle (data.augment)
     loader_threads: int = 0  # augment on threads, a batch ahead (GPU training); 0: in line
     loader_processes: int = 0  # augment in forked processes instead (GPU machines with many cores)
     decoder: str = "pyramid"  # a name in model.DECODERS
@@ -148,6 +149,8 @@ def export_onnx(net: ParserNet, path: Path) -> None:
 
 
 def train_parser(config: TrainConfig) -> dict:
+    if not 0 <= config.hue <= 0.5:
+        raise ValueError(f"hue turns garments by a fraction of the colour circle either way, 0 to 0.5, not {config.hue}")
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -167,7 +170,7 @@ def train_parser(config: TrainConfig) -> dict:
     log.info("training on %d examples (%d street photos), validating on %d", len(train),
              sum(e.kind == "street" for e in train), len(val))
     # Forked here, before the network exists: no torch threads or CUDA state yet.
-    pool = data.AugmentPool(train, config.loader_processes, config.batch_size, size) if config.loader_processes else None
+    pool = data.AugmentPool(train, config.loader_processes, config.batch_size, size, config.hue) if config.loader_processes else None
     try:
         return _train(config, train, val, rng, pool, source)
     finally:
@@ -215,7 +218,7 @@ def _train(config: TrainConfig, train: list[data.Example], val: list[data.Exampl
         order = rng.permutation(len(train))
         losses = []
         for views in data.augmented_batches(train, order, config.batch_size, size, rng, config.loader_threads,
-                                             pool):
+                                             pool, config.hue):
             pixels = to_pixels(np.stack([v[0] for v in views])).to(device)
             labels = torch.from_numpy(np.stack([v[1] for v in views]).astype(np.int64)).to(device)
             logits = F.interpolate(net(pixels), size=size, mode="bilinear", align_corners=False)
