@@ -3,7 +3,7 @@ plain-background product shots whose mask comes from the backdrop and whose clas
 the catalog's article type.
 
 Everything is decoded once into memory at a size just large enough for the strongest zoom, so
-an epoch costs only resizes and flips.
+an epoch costs only resizes, flips and colour changes.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from PIL import Image, ImageEnhance
 
 from fashion_search.garments.taxonomy import (
     ARTICLE_TYPE_TO_CLASS,
+    GARMENT_CLASSES,
     IGNORE,
     PARSER_CLASSES,
     ccp_lookup_table,
@@ -120,7 +121,7 @@ def load_product_shots(
     return _kaggle_shots(kaggle_root, per_class, seed, holdout, lambda cls: True, label, "product shots")
 
 
-GARMENT_IDS = np.asarray([i for i, name in enumerate(PARSER_CLASSES) if name not in ("background", "skin", "hair")])
+GARMENT_IDS = np.asarray([class_index(name) for name in GARMENT_CLASSES])
 
 
 def rotate_garment_hue(pixels: np.ndarray, labels: np.ndarray, turn: float) -> np.ndarray:
