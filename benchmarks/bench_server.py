@@ -11,10 +11,13 @@ concurrency, that many client threads (one HTTP connection each) share a bounded
 requests and a time limit. Server memory is read from /proc before and after. Loopback only;
 every loop is bounded in count and time, and the server is stopped at the end.
 """
+
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import datetime
+import json
 import multiprocessing
 import os
 import platform
@@ -65,8 +68,11 @@ def memory_mb(pid: int) -> dict[str, float]:
 def start_server(db: Path, log: object = subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
     """``fashion-search serve`` on a free loopback port; returns the process and its URL."""
     port = free_port()
-    server = subprocess.Popen([*fashion_search(), "serve", "--db", str(db), "--port", str(port), "--no-access-log"],
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [*fashion_search(), "serve", "--db", str(db), "--port", str(port), "--no-access-log"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     return server, f"http://127.0.0.1:{port}"
 
 
@@ -143,6 +149,11 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--requests", type=int, default=96, help="searches per concurrency level")
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit per concurrency level")
+    parser.add_argument(
+        "--json",
+        default=str(ROOT / "docs" / "results" / "bench_server.json"),
+        help="where to write the figures ('' for nowhere)",
+    )
     args = parser.parse_args()
 
     data = Path(args.data)
@@ -152,9 +163,18 @@ def main() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     db = CACHE / f"{args.catalog}.lance"
     t0 = time.perf_counter()
-    # Incremental: a cached index is checked and reused, only changed images are re-embedded.
-    subprocess.run([*fashion_search(), "index", *index_args, "--db", str(db)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Incremental: a cached index is checked and reused, only changed images are re-embedded; one
+    # built with other models is rebuilt.
+    stale = (
+        db.exists()
+        and subprocess.run([*fashion_search(), "info", "--db", str(db), "--check"], capture_output=True).returncode != 0
+    )
+    subprocess.run(
+        [*fashion_search(), "index", *index_args, "--db", str(db), *(["--rebuild"] if stale else [])],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     index_seconds = time.perf_counter() - t0
 
     log = open(CACHE / "server.log", "w")
@@ -170,17 +190,20 @@ def main() -> None:
             clients.submit(run_clients, url, [str(p) for p in photos], 2, 6, 60).result()  # warm-up
             memory_before = memory_mb(server.pid)
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                result = clients.submit(run_clients, url, [str(p) for p in photos], concurrency, args.requests,
-                                        args.seconds).result()
+                result = clients.submit(
+                    run_clients, url, [str(p) for p in photos], concurrency, args.requests, args.seconds
+                ).result()
                 rows.append((concurrency, result, memory_mb(server.pid)))
         memory_after = memory_mb(server.pid)
     finally:
         stop_server(server)
         log.close()
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"{args.catalog} index of {health['index_garments']} garments ({health['embedder']} + {health['detector']}), "
-          f"index step {index_seconds:.1f} s, server ready in {startup:.1f} s")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"{args.catalog} index of {health['index_garments']} garments ({health['embedder']} + {health['detector']}), "
+        f"index step {index_seconds:.1f} s, server ready in {startup:.1f} s"
+    )
     print(f"{len(photos)} query photos from the catalog, uploaded as files, k = 12; clients in another process")
     print()
     print("| concurrent clients | requests | errors | requests/s | p50 ms | p95 ms | p99 ms | server RSS after, MB |")
@@ -188,13 +211,51 @@ def main() -> None:
     for concurrency, result, memory in rows:
         lat = np.asarray(result["latencies"]) if result["latencies"] else np.asarray([float("nan")])
         done = len(result["latencies"])
-        print(f"| {concurrency} | {done + len(result['errors'])} | {len(result['errors'])} | "
-              f"{done / result['wall']:.1f} | {np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
-              f"{np.percentile(lat, 99):.0f} | {memory['VmRSS']:.0f} |")
+        print(
+            f"| {concurrency} | {done + len(result['errors'])} | {len(result['errors'])} | "
+            f"{done / result['wall']:.1f} | {np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
+            f"{np.percentile(lat, 99):.0f} | {memory['VmRSS']:.0f} |"
+        )
     print()
-    print(f"server memory: {memory_start['VmRSS']:.0f} MB RSS at start, {memory_before['VmRSS']:.0f} MB after "
-          f"warm-up, {memory_after['VmRSS']:.0f} MB after the runs (peak {memory_after['VmHWM']:.0f} MB)")
+    print(
+        f"server memory: {memory_start['VmRSS']:.0f} MB RSS at start, {memory_before['VmRSS']:.0f} MB after "
+        f"warm-up, {memory_after['VmRSS']:.0f} MB after the runs (peak {memory_after['VmHWM']:.0f} MB)"
+    )
     failed = [e for _, r, _ in rows for e in r["errors"]]
+    if args.json:
+        results = {
+            "measured": {
+                "date": datetime.date.today().isoformat(),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            },
+            "catalog": args.catalog,
+            "index_garments": health["index_garments"],
+            "photos": len(photos),
+            "models": {"embedder": health["embedder"], "detector": health["detector"]},
+            "runs": [
+                {
+                    "clients": concurrency,
+                    "requests": len(r["latencies"]) + len(r["errors"]),
+                    "errors": len(r["errors"]),
+                    "requests_per_s": round(len(r["latencies"]) / r["wall"], 1),
+                    **{
+                        f"p{q}_ms": round(float(np.percentile(r["latencies"], q)), 0) if r["latencies"] else None
+                        for q in (50, 95, 99)
+                    },
+                    "rss_mb": round(memory["VmRSS"]),
+                }
+                for concurrency, r, memory in rows
+            ],
+            "memory_mb": {
+                "start": round(memory_start["VmRSS"]),
+                "after_warm_up": round(memory_before["VmRSS"]),
+                "after_runs": round(memory_after["VmRSS"]),
+                "peak": round(memory_after["VmHWM"]),
+            },
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {args.json}")
     if failed:
         print(f"errors: {sorted(set(failed))}")
         sys.exit(1)

@@ -18,9 +18,11 @@ scattered through many IVF partitions (a hard case for an IVF index).
 Exact neighbours are computed with numpy over the very vectors that were written (the
 generator is deterministic per chunk, and the store's own normalisation is re-applied).
 """
+
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -37,7 +39,8 @@ os.environ.setdefault("LANCEDB_LOG", "error")  # Lance's per-partition build war
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fashion_search.store import VectorRow, open_store  # noqa: E402
-from fashion_search.store.lance import AnnParams, LanceVectorStore, normalize  # noqa: E402
+from fashion_search.store.lance import AnnParams, LanceVectorStore  # noqa: E402
+from fashion_search.vectors import l2_normalise as normalize  # noqa: E402
 
 CHUNK = 50_000
 N_STYLES = 100
@@ -83,7 +86,9 @@ class Mixture:
     def queries(self, n: int, stream: int = 2) -> np.ndarray:
         rng = np.random.default_rng([self.seed, stream])
         held_out = self.draw(n, rng)
-        return normalize(held_out + rng.standard_normal(held_out.shape, dtype=np.float32) * (QUERY_NOISE / np.sqrt(self.dim)))
+        return normalize(
+            held_out + rng.standard_normal(held_out.shape, dtype=np.float32) * (QUERY_NOISE / np.sqrt(self.dim))
+        )
 
 
 def category_of_products(products: np.ndarray, seed: int) -> np.ndarray:
@@ -153,14 +158,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--centres", type=int, default=4000)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--k", type=int, nargs="+", default=[10, 48],
-                    help="result sizes to time (recall is reported for each; 48 is what the engine asks for k=12)")
+    ap.add_argument(
+        "--k",
+        type=int,
+        nargs="+",
+        default=[10, 48],
+        help="result sizes to time (recall is reported for each; 48 is what the engine asks for k=12)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="./.cache/bench_store")
     ap.add_argument("--batch", type=int, default=10_000, help="rows per write call")
-    ap.add_argument("--upsert-rows", type=int, default=20_000,
-                    help="the last rows go through upsert_images (merge) rather than add_rows_bulk; "
-                         "equal to --rows writes everything through upsert_images")
+    ap.add_argument(
+        "--upsert-rows",
+        type=int,
+        default=20_000,
+        help="the last rows go through upsert_images (merge) rather than add_rows_bulk; "
+        "equal to --rows writes everything through upsert_images",
+    )
     ap.add_argument("--rebuild", action="store_true", help="delete and rebuild the store")
     ap.add_argument("--reindex", action="store_true", help="retrain the vector index")
     ap.add_argument("--index-type")
@@ -171,12 +185,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--refine-factor", type=int)
     ap.add_argument("--ef", type=int)
     ap.add_argument("--min-rows", type=int, help="ANN threshold (default: the store's)")
+    ap.add_argument(
+        "--json",
+        default=str(Path(__file__).resolve().parent.parent / "docs" / "results" / "bench_store.json"),
+        help="where to write the figures ('' for nowhere)",
+    )
     args = ap.parse_args(argv)
 
     overrides = {
-        "index_type": args.index_type, "partition_size": args.partition_size,
-        "dims_per_subvector": args.dims_per_subvector, "nprobes": args.nprobes,
-        "filtered_nprobes": args.filtered_nprobes, "refine_factor": args.refine_factor, "ef": args.ef,
+        "index_type": args.index_type,
+        "partition_size": args.partition_size,
+        "dims_per_subvector": args.dims_per_subvector,
+        "nprobes": args.nprobes,
+        "filtered_nprobes": args.filtered_nprobes,
+        "refine_factor": args.refine_factor,
+        "ef": args.ef,
         "min_rows": args.min_rows,
     }
     ann = AnnParams(**{k: v for k, v in overrides.items() if v is not None})
@@ -229,9 +252,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             truth_rare.add(sims[:, rare], ids[rare])
             for b in range(lo, hi, args.batch):
                 e = min(hi, b + args.batch)
-                rows = make_rows(b, vectors[b - lo: e - lo], cats[b - lo: e - lo])
+                rows = make_rows(b, vectors[b - lo : e - lo], cats[b - lo : e - lo])
                 # Split a batch that straddles the bulk/upsert boundary.
-                for path, part in (("bulk", rows[: max(0, bulk_until - b)]), ("upsert", rows[max(0, bulk_until - b):])):
+                for path, part in (
+                    ("bulk", rows[: max(0, bulk_until - b)]),
+                    ("upsert", rows[max(0, bulk_until - b) :]),
+                ):
                     if not part:
                         continue
                     t0 = time.perf_counter()
@@ -251,15 +277,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows = make_rows(0, vectors, category_of_products(np.arange(replace_n) // 3, args.seed))
         t0 = time.perf_counter()
         for b in range(0, replace_n, 1000):
-            store.upsert_images(rows[b: b + 1000])
+            store.upsert_images(rows[b : b + 1000])
         replace_s = time.perf_counter() - t0
         assert store.count() == args.rows, (store.count(), args.rows)
         np.savez(truth_path, queries=queries, all=truth_all.ranked(), rare=truth_rare.ranked())
         meta = {
             "written": args.rows,
-            "bulk_rows": timed["bulk"][1], "bulk_s": timed["bulk"][0],
-            "upsert_rows": timed["upsert"][1], "upsert_s": timed["upsert"][0],
-            "replace_rows": replace_n, "replace_s": replace_s,
+            "bulk_rows": timed["bulk"][1],
+            "bulk_s": timed["bulk"][0],
+            "upsert_rows": timed["upsert"][1],
+            "upsert_s": timed["upsert"][0],
+            "replace_rows": replace_n,
+            "replace_s": replace_s,
         }
         save_meta()
     truth = np.load(truth_path)
@@ -268,7 +297,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     # -- optimize / index -------------------------------------------------------------------
     wanted = f"{ann.index_type}/ps{ann.partition_size}/min{ann.min_rows}" + (
-        f"/dps{ann.dims_per_subvector}" if "PQ" in ann.index_type.upper() else "")
+        f"/dps{ann.dims_per_subvector}" if "PQ" in ann.index_type.upper() else ""
+    )
     table = store._open_garments()
 
     def vector_indexes() -> list[str]:
@@ -319,8 +349,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         for k in args.k:
             if exclude and k + 3 > k_max:
                 continue  # the cached exact lists are too short to remove a product and keep k
-            def one(qi: int, q: np.ndarray) -> list:
+
+            def one(qi: int, q: np.ndarray, k: int = k, category=category, exclude: bool = exclude) -> list:
                 return store.search(q, k, category=category, exclude_product=excluded[qi] if exclude else None)
+
             for q in warmup:  # other queries from the same distribution; not timed
                 store.search(q, k, category=category)
             latencies, recalls = [], []
@@ -340,7 +372,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             results.append((label, k, percentile(latencies, 50), percentile(latencies, 95), float(np.mean(recalls))))
     rare_share = len(store._scan(["category"], where=f"category = '{RARE}'")) / args.rows
     views = []
-    for name, call in (("count()", store.count), ("fingerprints()", store.fingerprints), ("categories()", store.categories)):
+    for name, call in (
+        ("count()", store.count),
+        ("fingerprints()", store.fingerprints),
+        ("categories()", store.categories),
+    ):
         t0 = time.perf_counter()
         call()
         views.append((name, time.perf_counter() - t0))
@@ -353,7 +389,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     upsert_calls = []
     for b in range(0, len(same), 64):
         t0 = time.perf_counter()
-        store.upsert_images(same[b: b + 64])
+        store.upsert_images(same[b : b + 64])
         upsert_calls.append(time.perf_counter() - t0)
     # An image that loses a garment takes the merge's delete-by-source path: give 3 images a
     # second garment, then upsert them back with one.
@@ -374,23 +410,39 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; store {store.uri}")
-    print(f"data: {args.rows:,} unit vectors, {args.dim}-d, mixture of {args.centres} clusters / {N_STYLES} styles, "
-          f"{SUBSPACE}-d cluster subspaces; {args.queries} queries = perturbed held-out draws")
-    print(f"filter: category {RARE} = {rare_share:.1%} of rows, assigned per product independently of the "
-          f"vector clusters (hard case for IVF)")
+    print(
+        f"data: {args.rows:,} unit vectors, {args.dim}-d, mixture of {args.centres} clusters / {N_STYLES} styles, "
+        f"{SUBSPACE}-d cluster subspaces; {args.queries} queries = perturbed held-out draws"
+    )
+    print(
+        f"filter: category {RARE} = {rare_share:.1%} of rows, assigned per product independently of the "
+        f"vector clusters (hard case for IVF)"
+    )
     print(f"vector index: {vector_index or 'none (exact search)'}; ann={json.dumps(asdict(ann))}")
     print(f"scalar indexes: {', '.join(sorted(n for n in indexes if n != vector_index))}")
     print()
     print("| step | result |")
     print("|---|---|")
-    print(f"| write, add_rows_bulk (batches of {args.batch:,}) | {rate(meta.get('bulk_rows', 0), meta.get('bulk_s', 0))} |")
-    print(f"| write, upsert_images of new images (batches of {args.batch:,}) | {rate(meta.get('upsert_rows', 0), meta.get('upsert_s', 0))} |")
-    print(f"| write, upsert_images replacing stored images (batches of 1,000) | {rate(meta.get('replace_rows', 0), meta.get('replace_s', 0))} |")
+    print(
+        f"| write, add_rows_bulk (batches of {args.batch:,}) | {rate(meta.get('bulk_rows', 0), meta.get('bulk_s', 0))} |"
+    )
+    print(
+        f"| write, upsert_images of new images (batches of {args.batch:,}) | {rate(meta.get('upsert_rows', 0), meta.get('upsert_s', 0))} |"
+    )
+    print(
+        f"| write, upsert_images replacing stored images (batches of 1,000) | {rate(meta.get('replace_rows', 0), meta.get('replace_s', 0))} |"
+    )
     print(f"| optimize(): compaction, scalar + vector indexes{cached} | {meta.get('optimize_s', float('nan')):.1f} s |")
-    print(f"| of which vector index build ({vector_index or 'none'}){cached} | {meta.get('index_build_s', 0.0):.1f} s |")
-    print(f"| upsert_images of 64 stored images (indexer batch) into the optimized table, per call "
-          f"| p50 {percentile(upsert_calls, 50) * 1e3:.0f} ms |")
-    print(f"| upsert_images where an image loses a garment (delete-by-source merge), per call | {shrink_s * 1e3:,.0f} ms |")
+    print(
+        f"| of which vector index build ({vector_index or 'none'}){cached} | {meta.get('index_build_s', 0.0):.1f} s |"
+    )
+    print(
+        f"| upsert_images of 64 stored images (indexer batch) into the optimized table, per call "
+        f"| p50 {percentile(upsert_calls, 50) * 1e3:.0f} ms |"
+    )
+    print(
+        f"| upsert_images where an image loses a garment (delete-by-source merge), per call | {shrink_s * 1e3:,.0f} ms |"
+    )
     print(f"| optimize() after those upserts (incremental: compaction, index update) | {reoptimize_s:.1f} s |")
     print(f"| warm(): load indexes into memory (once per serving process) | {warm_s:.1f} s |")
     for name, seconds in views:
@@ -400,6 +452,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("|---|---|---|---|---|")
     for label, k, p50, p95, recall in results:
         print(f"| {label} | {k} | {p50:.2f} | {p95:.2f} | {recall:.3f} |")
+    if args.json:
+        record = {
+            "measured": {
+                "date": datetime.date.today().isoformat(),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            },
+            "rows": args.rows,
+            "dim": args.dim,
+            "queries": args.queries,
+            "filtered_share": round(rare_share, 4),
+            "vector_index": vector_index,
+            "ann": asdict(ann),
+            "write_rows_per_s": round(meta["bulk_rows"] / meta["bulk_s"]) if meta.get("bulk_s") else None,
+            "optimize_s": round(meta.get("optimize_s", float("nan")), 1),
+            "index_build_s": round(meta.get("index_build_s", 0.0), 1),
+            "index_cached": bool(cached),
+            "warm_s": round(warm_s, 1),
+            "lookups": [
+                {"query": label, "k": k, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "recall": round(recall, 3)}
+                for label, k, p50, p95, recall in results
+            ],
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.json}")
     store.close()
     return 0
 

@@ -7,11 +7,12 @@ found): a category whose images are mostly parsed as skirts holds skirts. Search
 skirt in the query photo to skirts found in skirt-holding categories, so neither a blouse nor the
 skirt a model happens to wear in a blouse photo comes back.
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Collection, Iterable, NamedTuple, Optional, Protocol, Sequence, Union
 
 from fashion_search.garments import Garment
 from fashion_search.garments.taxonomy import GARMENT_CLASSES, lookalikes
@@ -29,15 +30,40 @@ MIN_SHARE = 0.15
 MIN_SHARE_UNRELATED = 0.25
 
 
+class LabelledBox(Protocol):
+    """A garment as found (:class:`Garment`) or as stored (:class:`StoredGarment`)."""
+
+    label: str
+    box: Sequence[float]
+
+
+class StoredGarment(NamedTuple):
+    label: str
+    box: Sequence[float]
+
+
 def _area(box: Iterable[float]) -> float:
     x1, y1, x2, y2 = box
     return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
-def main_garment(garments: list[Garment]) -> Optional[int]:
-    """Index of the largest garment of a known class: what a catalog photo is a photo of."""
-    known = [i for i, g in enumerate(garments) if g.label in GARMENT_CLASSES]
-    return max(known, key=lambda i: _area(garments[i].box)) if known else None
+def main_garment(garments: Sequence[LabelledBox], held: Collection[str] = ()) -> Optional[int]:
+    """Index of the garment a catalog photo is a photo of; None when there is none.
+
+    The one rule, wherever a photo's product must be told from what else it shows: the largest
+    garment (by box) of a class its category holds (``held``); else the largest of any garment
+    class; else the largest garment (a model-free detector's single item). Indexing votes with
+    it, ``held`` empty since the category's classes are what the votes decide; evaluation
+    takes it, with the category's learned classes, as the garment a catalog image queries with.
+    Boxes, not mask pixels: measured, mask pixels did not change which product wins (see
+    docs/experiments/2026-11-27-worn-catalog-photos.md).
+    """
+    if not garments:
+        return None
+    return max(
+        range(len(garments)),
+        key=lambda i: (garments[i].label in held, garments[i].label in GARMENT_CLASSES, _area(garments[i].box)),
+    )
 
 
 @dataclass
@@ -49,18 +75,16 @@ class CategoryClasses:
 
     @classmethod
     def learn(cls, rows: Iterable[dict[str, Any]], min_share: float = MIN_SHARE) -> "CategoryClasses":
-        """From stored rows (``image_id``, ``category``, ``label``, ``box``): each image's
-        largest garment of a known class is its vote."""
-        main: dict[str, tuple[float, str, str]] = {}
+        """From stored rows (``image_id``, ``category``, ``label``, ``box``): each image votes
+        with its :func:`main_garment` when that is of a garment class."""
+        images: dict[str, tuple[str, list[StoredGarment]]] = {}
         for row in rows:
-            if row["label"] not in GARMENT_CLASSES:
-                continue
-            area = _area(row["box"])
-            if row["image_id"] not in main or area > main[row["image_id"]][0]:
-                main[row["image_id"]] = (area, row["category"], row["label"])
+            images.setdefault(row["image_id"], (row["category"], []))[1].append(StoredGarment(row["label"], row["box"]))
         votes: dict[str, Counter] = defaultdict(Counter)
-        for _, category, label in main.values():
-            votes[category][label] += 1
+        for category, garments in images.values():
+            main = garments[main_garment(garments)]  # type: ignore[index]
+            if main.label in GARMENT_CLASSES:
+                votes[category][main.label] += 1
         shares = {
             category: {label: round(n / sum(counter.values()), 4) for label, n in counter.most_common()}
             for category, counter in votes.items()
@@ -74,15 +98,19 @@ class CategoryClasses:
         if main is None:
             return set()
         near = lookalikes(main)
-        return {label for label, share in self.shares[category].items()
-                if share >= (self.min_share if label in near else self.min_share_unrelated)}
+        return {
+            label
+            for label, share in self.shares[category].items()
+            if share >= (self.min_share if label in near else self.min_share_unrelated)
+        }
 
     def categories_for(self, garment_class: str) -> list[str]:
         """Categories holding ``garment_class`` (empty when none does)."""
         return sorted(c for c in self.shares if garment_class in self.classes_of(c))
 
-    def search_filter(self, garment_class: str, category: Optional[str] = None
-                      ) -> tuple[Optional[Union[str, list[str]]], Optional[list[str]]]:
+    def search_filter(
+        self, garment_class: str, category: Optional[str] = None
+    ) -> tuple[Optional[Union[str, list[str]]], Optional[list[str]]]:
         """The store filters ``(categories, labels)`` for class-aware search of a garment of
         ``garment_class``: the categories that hold its class, and in them the garments of its
         class or of a lookalike class (``taxonomy.LOOKALIKE_PAIRS``) that those categories hold.
@@ -107,15 +135,23 @@ class CategoryClasses:
         return max(shares, key=shares.get) if shares else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shares": self.shares, "images": self.images, "min_share": self.min_share,
-                "min_share_unrelated": self.min_share_unrelated}
+        return {
+            "shares": self.shares,
+            "images": self.images,
+            "min_share": self.min_share,
+            "min_share_unrelated": self.min_share_unrelated,
+        }
 
     @classmethod
     def from_dict(cls, data: Optional[dict[str, Any]]) -> "CategoryClasses":
         if not data:
             return cls()
-        return cls(dict(data.get("shares", {})), dict(data.get("images", {})), float(data.get("min_share", MIN_SHARE)),
-                   float(data.get("min_share_unrelated", MIN_SHARE_UNRELATED)))
+        return cls(
+            dict(data.get("shares", {})),
+            dict(data.get("images", {})),
+            float(data.get("min_share", MIN_SHARE)),
+            float(data.get("min_share_unrelated", MIN_SHARE_UNRELATED)),
+        )
 
     def __bool__(self) -> bool:
         return bool(self.shares)
@@ -146,7 +182,7 @@ class CatalogGarmentFilter:
     def select(self, category: str, garments: list[Garment]) -> list[int]:
         """Indices of the garments to index, in their order; records the photo's vote."""
         main = main_garment(garments)
-        if main is None:
+        if main is None or garments[main].label not in GARMENT_CLASSES:
             return list(range(len(garments)))
         votes = self.votes[category]
         votes[garments[main].label] += 1

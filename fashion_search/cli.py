@@ -1,27 +1,24 @@
 """``fashion-search``: a thin command-line layer over the Python API."""
+
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
+import os
 import sys
-from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from fashion_search.catalog import CatalogError, CsvColumns, load_catalog
-from fashion_search.engine import EmptyIndexError, SearchEngine
-from fashion_search.evaluation import evaluate_index
-from fashion_search.garments.training import BACKBONE_LR, DECODER_LR
-from fashion_search.images import ImageError, load_image
-from fashion_search.indexing import IndexMismatchError
-from fashion_search.pipeline import CROP_MODES, DEFAULT_CROP, Component
-from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, UnknownComponentError
+from fashion_search.catalog import CsvColumns, load_catalog
+from fashion_search.engine import SearchEngine
+from fashion_search.errors import FashionSearchError, ImageError, UsageError
+from fashion_search.images import load_image
+from fashion_search.pipeline import CROP_MODES, DEFAULT_CROP, Component, model_files, pipeline_from_manifest
+from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, Registry
 
 log = logging.getLogger("fashion_search")
-
-
-class UsageError(ValueError):
-    """Options that do not go together."""
+ENV_PREFIX = "FASHION_SEARCH_"
 
 
 def _add_catalog_args(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -31,42 +28,74 @@ def _add_catalog_args(parser: argparse.ArgumentParser, positional: bool = True) 
         parser.add_argument("--catalog", help="catalog folder laid out as <Category>/<ProductID>/<image>")
     parser.add_argument("--csv", help="CSV catalog instead of a folder: one row per image")
     parser.add_argument("--image-column", default="image", help="CSV column with the image path (default: image)")
-    parser.add_argument("--product-id-column", default="product_id", help="CSV column with the product id (default: product_id)")
-    parser.add_argument("--category-column", default="category", help="CSV column with the category (default: category)")
+    parser.add_argument(
+        "--product-id-column", default="product_id", help="CSV column with the product id (default: product_id)"
+    )
+    parser.add_argument(
+        "--category-column", default="category", help="CSV column with the category (default: category)"
+    )
     parser.add_argument("--metadata", help="CSV of product metadata joined on the product id column")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embedder", help=f"feature model, one of: {', '.join(EMBEDDERS.names())} (default: {DEFAULT_EMBEDDER})")
+    parser.add_argument(
+        "--embedder", help=f"feature model, one of: {', '.join(EMBEDDERS.names())} (default: {DEFAULT_EMBEDDER})"
+    )
     parser.add_argument("--weights", help="local weights file for embedders that need one (resnet152)")
-    parser.add_argument("--detector", help=f"garment detector, one of: {', '.join(DETECTORS.names())} (default: {DEFAULT_DETECTOR})")
-    parser.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="option for the detector, repeatable (e.g. weights=maskrcnn.pth classes=deepfashion2)")
+    parser.add_argument(
+        "--embedder-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for the embedder, repeatable (e.g. colour_weight=0.3 flip=true)",
+    )
+    parser.add_argument(
+        "--detector", help=f"garment detector, one of: {', '.join(DETECTORS.names())} (default: {DEFAULT_DETECTOR})"
+    )
+    parser.add_argument(
+        "--detector-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for the detector, repeatable (e.g. weights=maskrcnn.pth classes=deepfashion2)",
+    )
 
 
 def _add_crop_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--crop", choices=CROP_MODES,
-                        help=f"what of a garment is embedded: its box, or its box with everything outside its mask "
-                             f"painted white (default for new indexes: {DEFAULT_CROP})")
+    parser.add_argument(
+        "--crop",
+        choices=CROP_MODES,
+        help=f"what of a garment is embedded: its box, or its box with everything outside its mask "
+        f"painted white (default for new indexes: {DEFAULT_CROP})",
+    )
+
+
+def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} takes KEY=VALUE, not {pair!r}")
+        options[key.strip()] = value
+    return options
+
+
+def _component(registry: Registry, name: Optional[str], raw: dict[str, str], flag: str) -> Optional[Component]:
+    if raw and not name:
+        raise UsageError(f"{flag} needs --{registry.kind.split()[-1]} NAME to say whose options they are")
+    return Component(name, registry.parse_options(name, raw)) if name else None
 
 
 def _components(args: argparse.Namespace) -> tuple[Optional[Component], Optional[Component]]:
-    embedder = None
     if args.weights and not args.embedder:
         raise UsageError("--weights needs --embedder NAME (e.g. --embedder resnet152)")
-    if args.embedder:
-        options = {"weights": str(Path(args.weights).expanduser().resolve())} if args.weights else {}
-        embedder = Component(args.embedder, options)
-    if args.detector_option and not args.detector:
-        raise UsageError("--detector-option needs --detector NAME (e.g. --detector maskrcnn)")
-    options = {}
-    for option in args.detector_option:
-        key, sep, value = option.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--detector-option takes KEY=VALUE, not {option!r}")
-        # Absolute, so that searches run from another folder find the files the index was made with.
-        options[key.strip()] = str(Path(value).expanduser().resolve()) if Path(value).expanduser().is_file() else value
-    detector = Component(args.detector, options) if args.detector else None
+    embedder_options = _key_values(args.embedder_option, "--embedder-option")
+    if args.weights:
+        embedder_options["weights"] = args.weights
+    embedder = _component(EMBEDDERS, args.embedder, embedder_options, "--embedder-option")
+    detector = _component(
+        DETECTORS, args.detector, _key_values(args.detector_option, "--detector-option"), "--detector-option"
+    )
     return embedder, detector
 
 
@@ -82,11 +111,13 @@ def _catalog(args: argparse.Namespace):
 def cmd_index(args: argparse.Namespace) -> int:
     items = _catalog(args)
     embedder, detector = _components(args)
-    engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop)
-    print(f"indexing {len(items)} catalog images into {args.db}", file=sys.stderr)
+    engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop, rebuild=args.rebuild)
+    action = "re-embedding every one of" if args.rebuild else "indexing"
+    print(f"{action} {len(items)} catalog images into {args.db}", file=sys.stderr)
     try:
-        report = engine.index(items, batch_size=args.batch_size, prune=not args.keep_missing,
-                              all_garments=args.all_garments)
+        report = engine.index(
+            items, batch_size=args.batch_size, prune=not args.keep_missing, all_garments=args.all_garments
+        )
     except KeyboardInterrupt:
         print("\ninterrupted: finished batches are saved; run the same command again to finish", file=sys.stderr)
         return 130
@@ -131,6 +162,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from fashion_search.evaluation import evaluate_index
+
     items = _catalog(args)
     embedder, detector = _components(args)
     engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop)
@@ -140,9 +173,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     labels = [c.strip() for c in args.labels.split(",") if c.strip()]
     recall_at = [int(k) for k in args.recall_at.split(",")]
     precision_at = [int(k) for k in args.precision_at.split(",")]
-    result = evaluate_index(items, engine.store, recall_at=recall_at, labels=labels, precision_at=precision_at,
-                            same_class=not args.any_class)
-    print(json.dumps(result.to_dict()) if args.json else result.table())
+    result = evaluate_index(
+        items, engine, recall_at=recall_at, labels=labels, precision_at=precision_at, same_class=not args.any_class
+    )
+    if args.json:
+        manifest = engine.pipeline.manifest()
+        models = {
+            role: {"name": manifest[role]["name"], "files": dict(model_files(manifest[role]["identity"]))}
+            for role in ("embedder", "detector")
+        }
+        print(
+            json.dumps(
+                {
+                    "measured": datetime.date.today().isoformat(),
+                    "models": models,
+                    "crop": manifest["crop"],
+                    "same_class": not args.any_class,
+                    **result.to_dict(),
+                }
+            )
+        )
+    else:
+        print(result.table())
     return 0
 
 
@@ -150,9 +202,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from fashion_search.garments import create_detector, encode_mask
     from fashion_search.garments.drawing import draw_garments
 
-    _, detector_spec = _components(args)
-    detector = create_detector(detector_spec.name if detector_spec else DEFAULT_DETECTOR,
-                               **(detector_spec.options if detector_spec else {}))
+    _, spec = _components(args)
+    spec = spec or Component(DEFAULT_DETECTOR)
+    detector = create_detector(spec.name, **spec.options)
     if args.draw and len(args.images) > 1:
         raise UsageError("--draw takes one image at a time")
     failures = 0
@@ -161,15 +213,31 @@ def cmd_detect(args: argparse.Namespace) -> int:
             picture = load_image(image_path)
         except ImageError as exc:
             failures += 1
-            print(json.dumps({"image": image_path, "error": str(exc)}) if args.json else f"== {image_path}\n  error: {exc}")
+            print(
+                json.dumps({"image": image_path, "error": str(exc)})
+                if args.json
+                else f"== {image_path}\n  error: {exc}"
+            )
             continue
         garments = detector.detect(picture)
         if args.json:
-            print(json.dumps({
-                "image": image_path, "size": [picture.width, picture.height],
-                "garments": [{"label": g.label, "score": g.score, "box": list(g.box),
-                              "mask": encode_mask(g.mask) if g.mask is not None else None} for g in garments],
-            }))
+            print(
+                json.dumps(
+                    {
+                        "image": image_path,
+                        "size": [picture.width, picture.height],
+                        "garments": [
+                            {
+                                "label": g.label,
+                                "score": g.score,
+                                "box": list(g.box),
+                                "mask": encode_mask(g.mask) if g.mask is not None else None,
+                            }
+                            for g in garments
+                        ],
+                    }
+                )
+            )
         else:
             print(f"== {image_path}  ({len(garments)} garments)")
             area = picture.width * picture.height
@@ -182,47 +250,64 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def cmd_train_parser(args: argparse.Namespace) -> int:
+def index_info(db: str) -> dict[str, Any]:
+    """What an index holds and which models built it, and whether the installed models are those
+    (``models_match``; ``differences`` says how they are not)."""
+    from fashion_search.store import open_store
+
+    store = open_store(db)
+    manifest = store.read_manifest()
+    if not manifest:
+        from fashion_search.errors import EmptyIndexError
+
+        raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
+    models = {role: manifest.get(role) for role in ("embedder", "detector")}
     try:
-        from fashion_search.garments.training.train import TrainConfig, train_parser
-    except ImportError as exc:
-        raise ImportError(f"training needs the export extra: pip install 'fashion-search[export]' ({exc})") from exc
-
-    logging.getLogger("fashion_search").setLevel(logging.INFO)
-    if not (args.ccp or args.examples):
-        raise SystemExit("train-parser needs --ccp (the datasets) or --examples (a pack of them)")
-    if args.write_examples and not args.ccp:
-        raise SystemExit("train-parser --write-examples packs the datasets: it needs --ccp (and --kaggle)")
-    if not (args.output or args.write_examples):
-        raise SystemExit("train-parser needs --output (or --write-examples to only pack the examples)")
-    config = TrainConfig(ccp_root=args.ccp, kaggle_root=args.kaggle, output=args.output, epochs=args.epochs,
-                         batch_size=args.batch_size, products_per_class=args.products_per_class, seed=args.seed,
-                         threads=args.threads, limit=args.limit, device=args.device,
-                         frozen_blocks=args.frozen_blocks, init=args.init, jaccard_weight=args.jaccard_weight,
-                         hue=args.hue, loader_threads=args.loader_threads, loader_processes=args.loader_processes,
-                         decoder=args.decoder, backbone=args.backbone, examples=args.examples,
-                         minutes=args.minutes, lr=args.lr, backbone_lr=args.backbone_lr,
-                         worn_per_class=args.worn_per_class, teacher=args.teacher)
-    if args.write_examples:
-        from fashion_search.garments.training.train import write_training_examples
-
-        print(json.dumps(write_training_examples(config, Path(args.write_examples))))
-        return 0
-    report = train_parser(config)
-    print(json.dumps({k: report[k] for k in ("minutes", "train_examples")} | {"last": report["history"][-1]}))
-    print(f"model: {Path(args.output) / 'garment_parser.onnx'}", file=sys.stderr)
-    return 0
+        differences = pipeline_from_manifest(manifest).differences(manifest)
+    except FashionSearchError as exc:  # the models it names cannot be loaded here
+        differences = [str(exc)]
+    return {
+        "db": db,
+        "format": manifest.get("format", 1),
+        "garments": store.count(),
+        "images": len(store.fingerprints()),
+        "categories": store.categories(),
+        "models": models,
+        "dim": manifest.get("dim"),
+        "crop": manifest.get("crop", DEFAULT_CROP),
+        "models_match": not differences,
+        "differences": differences,
+        "category_classes": manifest.get("category_classes", {}).get("shares", {}),
+    }
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    engine = SearchEngine.open(args.db)
-    info = {
-        "db": args.db,
-        "garments": engine.store.count(),
-        "categories": engine.store.categories(),
-        "manifest": engine.store.read_manifest(),
-    }
-    print(json.dumps(info, indent=2, ensure_ascii=False))
+    info = index_info(args.db)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+    elif not args.check:
+        print(
+            f"index {info['db']}: {info['images']} images, {info['garments']} garments, "
+            f"{len(info['categories'])} categories; {info['dim']}-d vectors, {info['crop']} crops"
+        )
+        for role, model in info["models"].items():
+            files = model_files((model or {}).get("identity", {}))
+            print(
+                f"  {role}: {(model or {}).get('name')}" + "".join(f"\n    {name} sha256 {sha}" for name, sha in files)
+            )
+        print(
+            "  its models, as found here: "
+            + ("the same" if info["models_match"] else "different:\n    " + "\n    ".join(info["differences"]))
+        )
+        for category, shares in sorted(info["category_classes"].items()):
+            print(f"  {category}: " + ", ".join(f"{label} {share:.2f}" for label, share in shares.items()))
+    if args.check and not info["models_match"]:
+        if not args.json:
+            print(
+                f"{args.db}: built with other models than the installed ones:\n  " + "\n  ".join(info["differences"]),
+                file=sys.stderr,
+            )
+        return 1
     return 0
 
 
@@ -239,20 +324,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from fashion_search.web import Settings, create_app
 
-    settings = Settings(max_upload_bytes=int(args.max_upload_mb * 2**20))
+    environ = os.environ
+    db = args.db or environ.get(ENV_PREFIX + "DB")
+    if not db:
+        raise UsageError(f"serve needs --db (or {ENV_PREFIX}DB)")
+    host = args.host or environ.get(ENV_PREFIX + "HOST") or "127.0.0.1"
+    port_text = str(args.port) if args.port is not None else environ.get(ENV_PREFIX + "PORT") or "8000"
+    if not port_text.isdigit():
+        raise UsageError(f"the port must be a number, not {port_text!r}")
+    settings = Settings.from_env(environ)
+    if args.max_upload_mb is not None:
+        settings.max_upload_bytes = int(args.max_upload_mb * 2**20)
     if args.threads:
         settings.search_threads = args.threads
-    app = create_app(args.db, settings)  # models load here, before the first request
-    print(f"serving {args.db} at http://{args.host}:{args.port}/  (API docs: /docs; Ctrl-C stops)",
-          file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.verbose else "info",
-                access_log=not args.no_access_log)
+    app = create_app(db, settings)  # models load here, before the first request
+    print(f"serving {db} at http://{host}:{port_text}/  (API docs: /docs; Ctrl-C stops)", file=sys.stderr, flush=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=int(port_text),
+        log_level="debug" if args.verbose else "info",
+        access_log=not args.no_access_log,
+    )
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    # Training lives apart from what serves: its module (and torch) load only for this command.
+    from fashion_search.training.cli import main as train_main
+
+    return train_main(args.train_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-search", description="Visual search for fashion catalogs.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="index (or refresh) a catalog")
@@ -262,9 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_crop_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--keep-missing", action="store_true", help="keep indexed images that are no longer in the catalog")
-    p.add_argument("--all-garments", action="store_true",
-                   help="index every garment found in a photo (default: its main garment and those of the "
-                        "classes its category holds)")
+    p.add_argument(
+        "--all-garments",
+        action="store_true",
+        help="index every garment found in a photo (default: its main garment and those of the "
+        "classes its category holds)",
+    )
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="empty the index and re-embed every image with the models at hand (needed after the "
+        "models changed: an index never mixes two models' vectors)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_index)
 
@@ -273,9 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True)
     p.add_argument("-k", type=int, default=12, help="results per garment (default 12)")
     p.add_argument("--category", help="only products of this catalog category")
-    p.add_argument("--any-class", action="store_true",
-                   help="let a garment match catalog items of any garment class (default: only the categories "
-                        "that hold its class, and there garments of its class or a lookalike one)")
+    p.add_argument(
+        "--any-class",
+        action="store_true",
+        help="let a garment match catalog items of any garment class (default: only the categories "
+        "that hold its class, and there garments of its class or a lookalike one)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per query image per line")
     _add_model_args(p)
     p.set_defaults(func=cmd_search)
@@ -285,11 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True)
     _add_model_args(p)
     _add_crop_arg(p)
-    p.add_argument("--labels", default="category", help="comma-separated label columns for precision (default: category)")
+    p.add_argument(
+        "--labels", default="category", help="comma-separated label columns for precision (default: category)"
+    )
     p.add_argument("--recall-at", default="1,5,10")
     p.add_argument("--precision-at", default="5,10")
-    p.add_argument("--any-class", action="store_true",
-                   help="measure search with --any-class (default: class-aware search, as search does)")
+    p.add_argument(
+        "--any-class",
+        action="store_true",
+        help="measure search with --any-class (default: class-aware search, as search does)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -301,60 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("train-parser", help="train the garment parser on Clothing Co-Parsing (+ product shots)")
-    p.add_argument("--ccp", help="Clothing Co-Parsing folder (photos/, masks/, labels.csv)")
-    p.add_argument("--kaggle", help="folder of plain-background product shots with labels.csv (articleType)")
-    p.add_argument("--examples", help="train on a pack written by --write-examples instead of --ccp/--kaggle "
-                                      "(a GPU machine without the datasets)")
-    p.add_argument("--write-examples", metavar="FILE",
-                   help="write the examples --ccp/--kaggle give to FILE (one zip) and stop, without training")
-    p.add_argument("--output", help="folder for the checkpoint, the ONNX model and training.json")
-    p.add_argument("--minutes", type=float, default=0.0,
-                   help="time budget for training: fewer than --epochs where the second epoch shows they will "
-                        "not fit (the epochs run are recorded in training.json; default 0: no budget)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--products-per-class", type=int, default=60)
-    p.add_argument("--worn-per-class", type=int, default=0,
-                   help="add up to N Kaggle photos per class of a garment worn by a model, labelled by --teacher and "
-                        "corrected by their article type (classes with lookalikes only; default 0: none)")
-    p.add_argument("--teacher", help="garment parser ONNX model that labels the --worn-per-class photos "
-                                     "(default: the shipped one)")
-    p.add_argument("--lr", type=float, default=DECODER_LR, help=f"decoder learning rate (default {DECODER_LR})")
-    p.add_argument("--backbone-lr", type=float, default=BACKBONE_LR,
-                   help=f"backbone learning rate (default {BACKBONE_LR})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N street photos (smoke runs, learning curves; validation during training then takes 10 photos)")
-    p.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: cpu)")
-    p.add_argument("--frozen-blocks", type=int, default=5,
-                   help="backbone blocks kept as they start, ImageNet's or --init's weights (default 5 of 16, for 2-core CPUs; "
-                        "0 trains them all, worth it on a GPU)")
-    p.add_argument("--loader-threads", type=int, default=0,
-                   help="augment training views on N threads, one batch ahead, each view seeded on its own "
-                        "(for GPU training, where augmenting in line would leave the GPU waiting; default 0: "
-                        "in line, the random stream the shipped model was trained with)")
-    p.add_argument("--loader-processes", type=int, default=0,
-                   help="augment in N forked processes instead of threads, the same views as --loader-threads "
-                        "makes (PIL holds the GIL for much of a view: threads stop helping at about two, "
-                        "processes use every core of a GPU machine)")
-    p.add_argument("--init", help="parser.pt checkpoint, or a garment_parser.onnx this project exported (the shipped "
-                                  "one, say), to start from instead of ImageNet weights alone (only its backbone, "
-                                  "where its decoder is of another kind)")
-    p.add_argument("--decoder", default="pyramid",
-                   help="decoder on the backbone: pyramid (the first parser's) or context (sees the whole photo)")
-    p.add_argument("--backbone", default="efficientnet-lite0",
-                   help="ImageNet backbone: efficientnet-lite0 (the shipped parser's), efficientnet-lite1 or "
-                        "efficientnet-lite2 (larger; their weights come with the export extra)")
-    p.add_argument("--jaccard-weight", type=float, default=0.0,
-                   help="add this much soft-Jaccard (IoU) loss to cross-entropy (default 0: cross-entropy only)")
-    p.add_argument("--hue", type=float, default=0.0,
-                   help="turn the hue of garment pixels (not skin, hair or background) by up to this fraction of the "
-                        "colour circle in each training view, one turn per view (0.5: any hue; default 0: none)")
-    p.set_defaults(func=cmd_train_parser)
-
-    p = sub.add_parser("info", help="what an index holds")
+    p = sub.add_parser("info", help="what an index holds and which models (by sha256) built it")
     p.add_argument("--db", required=True)
+    p.add_argument("--json", action="store_true", help="print it as one JSON object")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with status 1 when the installed models are not the ones that built the index",
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo-catalog", help="write the Fashion-MNIST demo catalog (Debian dataset-fashion-mnist)")
@@ -363,26 +440,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="/usr/share/datasets/fashion-mnist", help="folder with the idx files")
     p.set_defaults(func=cmd_demo_catalog)
 
-    p = sub.add_parser("serve", help="serve the search page and the JSON API over an index")
-    p.add_argument("--db", required=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest photo accepted (default 10)")
+    p = sub.add_parser(
+        "serve",
+        help="serve the search page and the JSON API over an index",
+        description="Every option can also come from the environment: FASHION_SEARCH_DB, _HOST, "
+        "_PORT, _MAX_UPLOAD_MB, _THREADS, _MAX_PIXELS, _THUMBNAIL_CACHE, "
+        "_IMAGE_MAX_AGE_S, _CATEGORIES_TTL_S; a command-line option wins.",
+    )
+    p.add_argument("--db", help="the index (default: $FASHION_SEARCH_DB)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="default 8000")
+    p.add_argument("--max-upload-mb", type=float, help="largest photo accepted (default 10)")
     p.add_argument("--threads", type=int, default=0, help="concurrent searches (default: the CPU count, at least 2)")
     p.add_argument("--no-access-log", action="store_true", help="do not log each request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "train",
+        help="train, export and measure the models (needs the train extra)",
+        add_help=False,
+        description="fashion-search train {parser,evaluate-parser,export-embedder} ...",
+    )
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="a training command and its options (train --help)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
-    except (CatalogError, EmptyIndexError, IndexMismatchError, UnknownComponentError, FileNotFoundError,
-            ImportError, ValueError) as exc:
-        # User-facing problems (bad paths, missing models or extras, bad checkpoints) get one
-        # line; -v shows the traceback for bug reports.
+    except FashionSearchError as exc:
+        # Problems the user can act on (bad paths, missing models or extras, an index built with
+        # other models) get their message alone; -v shows the traceback for bug reports.
         if args.verbose:
             raise
         print(f"fashion-search: error: {exc}", file=sys.stderr)

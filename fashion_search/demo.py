@@ -6,6 +6,7 @@ them), enlarged so that they are visible in a result list, in the folder layout
 ``<Category>/<ProductID>/<image>.png``, plus a metadata CSV. Query images come from the other
 split, so a demo search never finds its own query.
 """
+
 from __future__ import annotations
 
 import csv

@@ -1,32 +1,26 @@
 """The Python API: open an index, search it by photo. The CLI and the web layer call only this."""
+
 from __future__ import annotations
 
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
 from fashion_search.catalog import CatalogItem
 from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
+from fashion_search.errors import EmptyIndexError, UnknownProductError
 from fashion_search.garments import Garment, encode_mask
 from fashion_search.images import ImageSource, load_image
 from fashion_search.indexing import IndexReport, index_catalog
 from fashion_search.pipeline import Component, GarmentPipeline, pipeline_from_manifest
 from fashion_search.store import Hit, VectorStore, open_store
 
-
-class EmptyIndexError(RuntimeError):
-    """Searching an index that has never been built."""
-
-
-class UnknownProductError(KeyError):
-    """A product id that the index does not hold."""
-
-    def __str__(self) -> str:  # KeyError's own would print the message with quotes
-        return str(self.args[0]) if self.args else "unknown product"
+# Store filters for one lookup: catalog categories and garment labels (None: no filter).
+Where = Optional[Union[str, list[str]]]
 
 
 @dataclass
@@ -86,9 +80,7 @@ def best_per_product(hits: Iterable[Hit], k: int) -> list[ProductResult]:
         if hit.product_id not in best or hit.score > best[hit.product_id].score:
             best[hit.product_id] = hit
     ranked = sorted(best.values(), key=lambda h: -h.score)[:k]
-    return [
-        ProductResult(h.product_id, h.category, h.image, h.score, h.metadata, h.label, h.image_id) for h in ranked
-    ]
+    return [ProductResult(h.product_id, h.category, h.image, h.score, h.metadata, h.label, h.image_id) for h in ranked]
 
 
 class SearchEngine:
@@ -110,8 +102,10 @@ class SearchEngine:
         warm: bool = False,
         crop: Optional[str] = None,
     ) -> "SearchEngine":
-        """Open an existing index, with the models it was built with (unless overridden).
+        """Open an existing index with the models it was built with (unless others are given).
 
+        Refuses (:class:`IndexMismatchError`) an index whose recorded models differ from the
+        ones loaded: other weights at the same path, another version's model, other options.
         ``warm=True`` loads the store's indexes into memory now (about a second at a million
         vectors): right for a serving process, wasted on a one-shot search.
         """
@@ -119,7 +113,14 @@ class SearchEngine:
         manifest = store.read_manifest()
         if not manifest:
             raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
-        engine = cls(store, pipeline_from_manifest(manifest, embedder, detector, crop))
+        pipeline = pipeline_from_manifest(manifest, embedder, detector, crop)
+        pipeline.check(
+            manifest,
+            str(db),
+            f"Re-embed its catalog with the installed models: fashion-search index "
+            f"CATALOG --db {db} --rebuild (or use the models that built it).",
+        )
+        engine = cls(store, pipeline)
         if warm:
             store.warm()
         return engine
@@ -131,12 +132,27 @@ class SearchEngine:
         embedder: Optional[Component] = None,
         detector: Optional[Component] = None,
         crop: Optional[str] = None,
+        rebuild: bool = False,
     ) -> "SearchEngine":
-        """Open an index for writing, creating it if needed; an existing index keeps its models."""
+        """Open an index for writing, creating it if needed. An existing index keeps its models
+        and must have been built with the very same ones (:class:`IndexMismatchError` otherwise,
+        which never mixes two models' vectors in one index); ``rebuild=True`` empties it first,
+        so that the next :meth:`index` re-embeds every image with the models at hand."""
         probe = open_store(str(db))
         manifest = probe.read_manifest()
         if manifest:
             pipeline = pipeline_from_manifest(manifest, embedder, detector, crop)
+            if rebuild:
+                probe.clear()
+            else:
+                images = len(probe.fingerprints())
+                pipeline.check(
+                    manifest,
+                    str(db),
+                    f"Re-embed its {images} images with these models by running the "
+                    "same `fashion-search index` command with --rebuild (it empties "
+                    "the index first), or index into a new --db.",
+                )
         else:
             chosen = (("embedder", embedder), ("detector", detector), ("crop", crop))
             pipeline = GarmentPipeline(**{k: v for k, v in chosen if v})
@@ -170,8 +186,7 @@ class SearchEngine:
         self._category_classes = learned
         return learned
 
-    def class_filter(self, label: str, category: Optional[str], same_class: bool
-                     ) -> tuple[Optional[str | list[str]], Optional[list[str]]]:
+    def class_filter(self, label: str, category: Optional[str], same_class: bool) -> tuple[Where, Where]:
         """The store filters (categories, garment labels) a garment of class ``label`` searches:
         with ``same_class``, see :meth:`CategoryClasses.search_filter`; without, everything (or
         the explicit ``category``)."""
@@ -179,35 +194,70 @@ class SearchEngine:
             return category, None
         return self.category_classes.search_filter(label, category)
 
-    def _lookup(
-        self, vector: np.ndarray, k: int, category: Optional[str | list[str]], exclude_product: Optional[str] = None,
-        label: Optional[str | list[str]] = None,
+    def lookup(
+        self,
+        vector: np.ndarray,
+        label: str,
+        k: int = 12,
+        category: Optional[str] = None,
+        same_class: bool = True,
+        exclude_product: Optional[str] = None,
+        exclude_image: Optional[str] = None,
     ) -> list[ProductResult]:
+        """The ``k`` products nearest to one garment's ``vector``, each ranked by its best-matching
+        stored garment: the one ranking that search, "more like this" and evaluation share.
+
+        ``label`` is the garment's class, which class-aware search (``same_class``) turns into
+        store filters; ``exclude_product`` leaves a product out ("more like this"),
+        ``exclude_image`` one catalog image (evaluation, where a query is a catalog image).
+        """
+        where, labels = self.class_filter(label, category, same_class)
         # Over-fetch because several views of one product may crowd the top; widen until k
         # distinct products are found or the index runs out.
         fetch = max(4 * k, 32)
         while True:
-            hits = self.store.search(vector, fetch, category=category, label=label, exclude_product=exclude_product)
+            hits = self.store.search(
+                vector,
+                fetch,
+                category=where,
+                label=labels,
+                exclude_product=exclude_product,
+                exclude_image=exclude_image,
+            )
             products = best_per_product(hits, k)
             # The store size is asked only in the rare widening case, not on every search.
             if len(products) >= k or len(hits) < fetch or fetch >= self.store.count():
                 return products
             fetch *= 4
 
-    def _lookups(self, queries: list[tuple[np.ndarray, Optional[str | list[str]], Optional[list[str]]]], k: int,
-                 exclude_product: Optional[str] = None) -> list[list[ProductResult]]:
-        """One lookup per garment, run side by side: the store's queries spend most of their time
-        outside the GIL, so a photo with five garments does not wait five lookups in a row."""
-        if len(queries) < 2:
-            return [self._lookup(v, k, where, exclude_product, label) for v, where, label in queries]
-        futures = [self._lookup_pool.submit(self._lookup, v, k, where, exclude_product, label)
-                   for v, where, label in queries]
-        return [f.result() for f in futures]
+    def _lookups(
+        self,
+        queries: list[tuple[np.ndarray, str]],
+        k: int,
+        category: Optional[str],
+        same_class: bool,
+        exclude_product: Optional[str] = None,
+    ) -> list[list[ProductResult]]:
+        """One lookup per garment ``(vector, label)``, run side by side: the store's queries
+        spend most of their time outside the GIL, so a photo with five garments does not wait
+        five lookups in a row."""
 
-    def search(self, image: ImageSource, k: int = 12, category: Optional[str] = None,
-               query_name: Optional[str] = None, same_class: bool = True) -> SearchResult:
+        def one(query: tuple[np.ndarray, str]) -> list[ProductResult]:
+            return self.lookup(query[0], query[1], k, category, same_class, exclude_product)
+
+        if len(queries) < 2:
+            return [one(q) for q in queries]
+        return list(self._lookup_pool.map(one, queries))
+
+    def search(
+        self,
+        image: ImageSource,
+        k: int = 12,
+        category: Optional[str] = None,
+        query_name: Optional[str] = None,
+        same_class: bool = True,
+    ) -> SearchResult:
         """The ``k`` most similar products for each garment found in ``image``."""
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         picture = load_image(image)
         t1 = time.perf_counter()
@@ -215,24 +265,31 @@ class SearchEngine:
         t2 = time.perf_counter()
         vectors = self.pipeline.embed_garments([picture], [garments])[0]
         t3 = time.perf_counter()
-        queries = [(vector, *self.class_filter(garment.label, category, same_class))
-                   for garment, vector in zip(garments, vectors)]
-        results = [GarmentResult(g, products) for g, products in zip(garments, self._lookups(queries, k))]
+        found = self._lookups([(v, g.label) for g, v in zip(garments, vectors)], k, category, same_class)
+        results = [GarmentResult(g, products) for g, products in zip(garments, found)]
         t4 = time.perf_counter()
-        timings.update(
-            decode=(t1 - t0) * 1e3, detect=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3,
-            lookup=(t4 - t3) * 1e3, total=(t4 - t0) * 1e3,
+        timings = dict(
+            decode=(t1 - t0) * 1e3,
+            detect=(t2 - t1) * 1e3,
+            embed=(t3 - t2) * 1e3,
+            lookup=(t4 - t3) * 1e3,
+            total=(t4 - t0) * 1e3,
         )
-        name = query_name if query_name is not None else (str(image) if isinstance(image, (str, os.PathLike)) else "<image>")
+        name = (
+            query_name
+            if query_name is not None
+            else (str(image) if isinstance(image, (str, os.PathLike)) else "<image>")
+        )
         return SearchResult(query=name, garments=results, timings_ms=timings)
 
     def close(self) -> None:
         self._lookup_pool.shutdown(wait=True)
         self.store.close()
 
-    def search_product(self, product_id: str, k: int = 12, category: Optional[str] = None,
-                       same_class: bool = True) -> SearchResult:
-        """"More like this": the ``k`` products most similar to each stored garment of a
+    def search_product(
+        self, product_id: str, k: int = 12, category: Optional[str] = None, same_class: bool = True
+    ) -> SearchResult:
+        """ "More like this": the ``k`` products most similar to each stored garment of a
         catalog product's first image, the product itself excluded.
 
         No image is decoded or embedded: the stored vectors are the query. Raises
@@ -248,10 +305,10 @@ class SearchEngine:
         # Rows re-indexed between the two reads are skipped.
         kept = [hit for hit in first if hit.row_id in vectors]
         garments = [Garment(label=hit.label, score=1.0, box=tuple(int(round(v)) for v in hit.box)) for hit in kept]
-        queries = [(vectors[hit.row_id], *self.class_filter(hit.label, category, same_class)) for hit in kept]
-        results = [GarmentResult(g, products)
-                   for g, products in zip(garments, self._lookups(queries, k, exclude_product=product_id))]
+        found = self._lookups(
+            [(vectors[hit.row_id], hit.label) for hit in kept], k, category, same_class, exclude_product=product_id
+        )
+        results = [GarmentResult(g, products) for g, products in zip(garments, found)]
         t2 = time.perf_counter()
         timings = {"fetch": (t1 - t0) * 1e3, "lookup": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
         return SearchResult(query=f"product:{product_id}", garments=results, timings_ms=timings)
-

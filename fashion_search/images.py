@@ -1,4 +1,5 @@
 """Decoding images safely and deterministically, whatever their mode, orientation or format."""
+
 from __future__ import annotations
 
 import io
@@ -10,15 +11,13 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fashion_search.errors import ImageError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 # Above this, a file is treated as a decompression bomb rather than a photo.
 MAX_PIXELS = 64_000_000
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
-
-
-class ImageError(ValueError):
-    """An input that is not a usable image: corrupt, truncated, empty, not an image, too large."""
 
 
 def is_image_path(path: Path) -> bool:
@@ -71,9 +70,7 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
                 img = Image.open(fp)  # type: ignore[arg-type]
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise ImageError(
-                        f"image too large: {width}x{height} pixels (limit {max_pixels:,})"
-                    )
+                    raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels:,})")
                 img.load()  # decode now so that truncation is caught here, not later
         except ImageError:
             raise
@@ -98,7 +95,12 @@ def differs_from_border(rgb: np.ndarray, band: int, tolerance: float) -> tuple[n
     (how plain the backdrop is). Colours in 8-bit units; ``band`` is the border's width."""
     arr = np.asarray(rgb, dtype=np.int16)
     border = np.concatenate(
-        [arr[:band].reshape(-1, 3), arr[-band:].reshape(-1, 3), arr[:, :band].reshape(-1, 3), arr[:, -band:].reshape(-1, 3)]
+        [
+            arr[:band].reshape(-1, 3),
+            arr[-band:].reshape(-1, 3),
+            arr[:, :band].reshape(-1, 3),
+            arr[:, -band:].reshape(-1, 3),
+        ]
     )
     background = np.median(border, axis=0)
     uniformity = float((np.abs(border - background).max(axis=1) <= tolerance).mean())

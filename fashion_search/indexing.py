@@ -4,6 +4,7 @@ Each batch of images is written in one atomic store commit, so a run that is int
 (Ctrl-C, kill, power loss) leaves only whole images behind; the next run compares
 fingerprints and does only what is left.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,16 +18,13 @@ from PIL import Image
 
 from fashion_search.catalog import CatalogItem
 from fashion_search.category_classes import CatalogGarmentFilter
+from fashion_search.errors import ImageError
 from fashion_search.garments import Garment, GarmentDetector
-from fashion_search.images import ImageError, load_image
+from fashion_search.images import load_image
 from fashion_search.pipeline import GarmentPipeline
 from fashion_search.store import VectorRow, VectorStore
 
 log = logging.getLogger(__name__)
-
-
-class IndexMismatchError(RuntimeError):
-    """The index was built with another model; its vectors cannot be mixed with new ones."""
 
 
 @dataclass
@@ -57,17 +55,16 @@ class IndexReport:
 
 
 def _check_manifest(store: VectorStore, pipeline: GarmentPipeline) -> None:
+    """Record the pipeline's models in a new index; refuse to add to an index built with others."""
     manifest = store.read_manifest()
-    wanted = pipeline.manifest()
     if not manifest:
-        store.write_manifest(wanted)
+        store.write_manifest(pipeline.manifest())
         return
-    for key in ("embedder", "detector", "dim", "crop"):
-        if manifest.get(key, "box" if key == "crop" else None) != wanted[key]:
-            raise IndexMismatchError(
-                f"index at {store.uri} was built with {key} {manifest.get(key)!r}, not {wanted[key]!r}; "
-                "index into a new --db (vectors from different models are not comparable)"
-            )
+    pipeline.check(
+        manifest,
+        store.uri,
+        "Index into a new --db, or rebuild this one with these models (`fashion-search index ... --rebuild`).",
+    )
 
 
 class _Progress:
@@ -104,8 +101,9 @@ class _Progress:
             self.bar.close()
 
 
-def _load(item: CatalogItem, pipeline: GarmentPipeline, detector: GarmentDetector
-          ) -> tuple[CatalogItem, Optional[list[Image.Image]], list[Garment], str]:
+def _load(
+    item: CatalogItem, pipeline: GarmentPipeline, detector: GarmentDetector
+) -> tuple[CatalogItem, Optional[list[Image.Image]], list[Garment], str]:
     """Decode, detect and crop one image. Only the crops are kept, not the full image, so a
     batch of large photos does not hold gigabytes of pixels."""
     try:

@@ -8,6 +8,7 @@ under the ignored ``.cache/``) on a loopback port, searches with one Zalora phot
 headless Chromium (``/usr/bin/chromium``, driven by Playwright) and saves palette PNGs under
 ``docs/``. The product photos in them come from the shared evaluation data set.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_server import CACHE, fashion_search, start_server, stop_server, wait_healthy  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 MAX_BYTES = 500_000
 
 
@@ -35,7 +44,8 @@ def save_small_png(png: bytes, path: Path) -> int:
     while True:
         out = io.BytesIO()
         image.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
-            out, "PNG", optimize=True)
+            out, "PNG", optimize=True
+        )
         if out.tell() <= MAX_BYTES or colours <= 32:
             path.write_bytes(out.getvalue())
             return out.tell()
@@ -53,12 +63,20 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     data = Path(args.data)
-    photo = Path(args.photo) if args.photo else data / "zalora" / "Atasan" / "002984" / "luire-by-raden-sirait-5655-8595522-1.jpg"
+    photo = (
+        Path(args.photo)
+        if args.photo
+        else data / "zalora" / "Atasan" / "002984" / "luire-by-raden-sirait-5655-8595522-1.jpg"
+    )
     db = Path(args.db) if args.db else CACHE / "zalora.lance"
     if not args.db:
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([*fashion_search(), "index", str(data / "zalora"), "--db", str(db)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*fashion_search(), "index", str(data / "zalora"), "--db", str(db)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     server, url = start_server(db)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,15 +85,21 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             for name, size, mobile in (("desktop", (1280, 900), False), ("phone", (390, 844), True)):
-                context = browser.new_context(viewport={"width": size[0], "height": size[1]}, is_mobile=mobile,
-                                              has_touch=mobile, device_scale_factor=1)
+                context = browser.new_context(
+                    viewport={"width": size[0], "height": size[1]},
+                    is_mobile=mobile,
+                    has_touch=mobile,
+                    device_scale_factor=1,
+                )
                 page = context.new_page()
                 page.goto(url)
                 page.wait_for_function("() => document.querySelectorAll('#category option').length > 1")
                 page.set_input_files("#file", str(photo))
                 page.wait_for_selector(".result-card img")
-                page.wait_for_function("() => [...document.querySelectorAll('.result-card img')].slice(0, 8)"
-                                       ".every(img => img.complete && img.naturalWidth > 0)")
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('.result-card img')].slice(0, 8)"
+                    ".every(img => img.complete && img.naturalWidth > 0)"
+                )
                 page.wait_for_timeout(300)
                 # On a phone the results come below the photo: show the page down to the first cards.
                 clip = {"x": 0, "y": 0, "width": size[0], "height": 1500} if mobile else None

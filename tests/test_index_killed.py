@@ -1,4 +1,5 @@
 """A real interruption: the index command is SIGKILLed mid-run, then run again."""
+
 import os
 import signal
 import subprocess
@@ -6,19 +7,17 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import make_product
 from fashion_search.store import open_store
+from tests.helpers import make_product
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = (
-    "import sys, conftest; from fashion_search.cli import main; "
-    "sys.exit(main(sys.argv[1:]))"
-)
+RUN = "import sys, tests.helpers; from fashion_search.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _run(args, **kw):
-    return subprocess.Popen([sys.executable, "-c", RUN, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw
+    )
 
 
 def test_killed_index_run_is_completed_by_the_next_run_without_duplicates(tmp_path):
@@ -28,7 +27,18 @@ def test_killed_index_run_is_completed_by_the_next_run_without_duplicates(tmp_pa
         folder.mkdir(parents=True)
         make_product(((n * 37) % 255, (n * 91) % 255, (n * 53) % 255)).save(folder / "front.jpg")
     db = tmp_path / "db.lance"
-    args = ["index", str(catalog), "--db", str(db), "--embedder", "test-slow-pixels", "--detector", "foreground", "--batch-size", "4"]
+    args = [
+        "index",
+        str(catalog),
+        "--db",
+        str(db),
+        "--embedder",
+        "test-slow-pixels",
+        "--detector",
+        "foreground",
+        "--batch-size",
+        "4",
+    ]
 
     proc = _run(args)
     deadline = time.monotonic() + 60

@@ -1,6 +1,7 @@
 """End to end on the seed's own Zalora sample: index it with the default models, then search
 with a held-out view of each multi-view product and expect that product among the top 5 of a
 garment found in the view."""
+
 from collections import defaultdict
 
 import pytest

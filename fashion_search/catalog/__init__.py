@@ -8,6 +8,7 @@ Two layouts are understood:
 
 Both may be enriched with a metadata CSV joined on product id.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from fashion_search.errors import CatalogError
 from fashion_search.images import is_image_path
-
-
-class CatalogError(ValueError):
-    """A catalog that cannot be read at all (missing folder, CSV without the needed columns)."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +73,7 @@ def load_metadata(path: str | os.PathLike, product_id_column: str = "product_id"
     path = Path(path).expanduser().resolve()
     fields, rows = _read_csv(path)
     if product_id_column not in fields:
-        raise CatalogError(
-            f"metadata CSV {path} has no column {product_id_column!r} (columns: {', '.join(fields)})"
-        )
+        raise CatalogError(f"metadata CSV {path} has no column {product_id_column!r} (columns: {', '.join(fields)})")
     table: dict[str, dict[str, str]] = {}
     for row in rows:
         pid = _clean(row.get(product_id_column))
@@ -169,4 +165,12 @@ def load_catalog(
     return unique
 
 
-__all__ = ["CatalogError", "CatalogItem", "CsvColumns", "load_catalog", "load_metadata", "read_csv_catalog", "scan_folder"]
+__all__ = [
+    "CatalogError",
+    "CatalogItem",
+    "CsvColumns",
+    "load_catalog",
+    "load_metadata",
+    "read_csv_catalog",
+    "scan_folder",
+]

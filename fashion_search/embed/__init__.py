@@ -1,10 +1,9 @@
 """Embedders turn a garment crop into an L2-normalised feature vector."""
+
 from __future__ import annotations
 
-import hashlib
-import os
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,28 +26,15 @@ class Embedder(ABC):
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Return an array of shape ``(len(images), dim)``, float32, rows L2-normalised."""
 
-    def describe(self) -> dict:
-        """What must match between indexing and search for vectors to be comparable."""
+    def identity(self) -> dict[str, Any]:
+        """What must match between indexing and search for vectors to be comparable: the
+        weights (by sha256) and every setting that changes the vectors. The index records it,
+        and search refuses an index whose identity differs from the installed model's."""
         return {"name": self.name, "dim": self.dim}
 
 
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Content hash of a weights or model file, for provenance records and index manifests."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def create_embedder(name: str = DEFAULT_EMBEDDER, **options: object) -> Embedder:
+def create_embedder(name: str = DEFAULT_EMBEDDER, **options: Any) -> Embedder:
     return EMBEDDERS.create(name, **options)
 
 
-__all__ = ["Embedder", "create_embedder", "l2_normalise", "sha256_file"]
+__all__ = ["Embedder", "create_embedder"]

@@ -5,6 +5,7 @@ shape. Squashing them to a square would change a garment's proportions, and cent
 would cut off hems and sleeves, so the whole image is letterboxed onto a white square instead:
 the padding then looks like the studio background the catalog images already have.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -42,9 +43,7 @@ def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def letterbox(
-    image: Image.Image, size: int, fill: tuple[int, int, int] = WHITE
-) -> Image.Image:
+def letterbox(image: Image.Image, size: int, fill: tuple[int, int, int] = WHITE) -> Image.Image:
     """Scale ``image`` to fit a ``size`` x ``size`` square, centred on a ``fill`` background.
 
     Resizing before padding (rather than padding then resizing) costs less and keeps the

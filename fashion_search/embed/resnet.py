@@ -5,18 +5,21 @@ nothing. torchvision is used when installed; otherwise an in-repo ResNet-152 wit
 torchvision's ``state_dict`` layout is built, so that ``pip install 'fashion-search[torch]'``
 (torch alone) is enough.
 """
+
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from fashion_search.embed import Embedder, l2_normalise, sha256_file
+from fashion_search.embed import Embedder
 from fashion_search.embed.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_tensor
-from fashion_search.registry import EMBEDDERS
+from fashion_search.errors import MissingDependencyError, ModelError, ModelNotFoundError, UsageError
+from fashion_search.registry import EMBEDDERS, PathLike
+from fashion_search.runtime import sha256_file
+from fashion_search.vectors import l2_normalise
 
 try:
     import torch
@@ -31,11 +34,7 @@ LAYERS = (3, 8, 36, 3)  # ResNet-152
 FEATURE_DIM = 2048
 
 
-class MissingDependencyError(ImportError):
-    """An optional extra that the requested component needs is not installed."""
-
-
-class CheckpointError(ValueError):
+class CheckpointError(ModelError):
     """A weights file is not a usable checkpoint of the model asked for."""
 
 
@@ -46,9 +45,7 @@ if torch is not None:
 
         expansion = 4
 
-        def __init__(
-            self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-        ) -> None:
+        def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
             super().__init__()
             self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(planes)
@@ -136,8 +133,7 @@ def _extract_state_dict(checkpoint: Any, path: Path) -> dict[str, "torch.Tensor"
                 break
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(
-            f"{path} holds no state_dict: expected a dict of tensors, optionally under a "
-            "'state_dict' or 'model' key"
+            f"{path} holds no state_dict: expected a dict of tensors, optionally under a 'state_dict' or 'model' key"
         )
     # DataParallel / DistributedDataParallel checkpoints prefix every key with "module.".
     if state and all(k.startswith("module.") for k in state):
@@ -184,24 +180,24 @@ class ResNetEmbedder(Embedder):
 
     def __init__(
         self,
-        weights: str | os.PathLike | None = None,
-        batch_size: int | str = 16,
-        threads: int | str | None = None,
+        weights: Optional[PathLike] = None,
+        batch_size: int = 16,
+        threads: Optional[int] = None,
     ) -> None:
         if weights is None or str(weights) == "":
-            raise ValueError(
+            raise UsageError(
                 "the resnet152 embedder needs weights=PATH: a local torchvision-format ResNet-152 "
                 "state_dict (.pth), or a checkpoint with a 'state_dict' or 'model' entry"
             )
         self.weights = Path(weights).expanduser()
         if not self.weights.is_file():
-            raise FileNotFoundError(f"ResNet-152 weights file not found: {self.weights}")
+            raise ModelNotFoundError(f"ResNet-152 weights file not found: {self.weights}")
         _require_torch()
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, not {batch_size!r}")
-        if threads not in (None, ""):
-            torch.set_num_threads(int(threads))  # process-wide: torch has no per-model setting
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be positive, not {batch_size!r}")
+        self.batch_size = batch_size
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
         self._model = load_backbone(self.weights)
         # Vectors from different weights are not comparable: record which file made them.
         self.weights_sha256 = sha256_file(self.weights)
@@ -216,8 +212,16 @@ class ResNetEmbedder(Embedder):
                 out[start : start + len(chunk)] = self._model(pixels).numpy()
         return l2_normalise(out)
 
-    def describe(self) -> dict:
-        return {"name": self.name, "dim": self.dim, "weights_sha256": self.weights_sha256}
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "model": self.weights.name,
+            "sha256": self.weights_sha256,
+            "input_size": IMAGE_SIZE,
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+        }
 
 
 __all__ = [

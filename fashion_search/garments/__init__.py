@@ -1,9 +1,10 @@
 """Garment detection: where the clothing items are in a photo, and what they are."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
@@ -41,10 +42,12 @@ class GarmentDetector(ABC):
     name: str
 
     @abstractmethod
-    def detect(self, image: Image.Image) -> list[Garment]:
-        ...
+    def detect(self, image: Image.Image) -> list[Garment]: ...
 
-    def describe(self) -> dict:
+    def identity(self) -> dict[str, Any]:
+        """What must match between indexing and search for garments to be found alike: the
+        weights (by sha256), the classes, and every setting that changes the garments. The index
+        records it, and search refuses an index whose identity differs from the installed one."""
         return {"name": self.name}
 
     def for_parallel_use(self) -> "GarmentDetector":

@@ -1,5 +1,6 @@
 """Garments drawn over their photo: for ``fashion-search detect --draw`` and for eyeballing the
 parser."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -10,8 +11,16 @@ from PIL import Image, ImageDraw
 from fashion_search.garments import Garment
 
 # Distinct, colour-blind-friendly hues (Okabe-Ito), cycled per garment.
-PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
-           (204, 121, 167), (0, 0, 0)]
+PALETTE = [
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+    (0, 0, 0),
+]
 
 
 def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:

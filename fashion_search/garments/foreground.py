@@ -5,7 +5,10 @@ differs from the background colour. When the border is not plain (street photos,
 there is no safe way to tell the garment from its surroundings without a learned parser, so
 the whole image is returned instead of a guess.
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -45,7 +48,7 @@ class ForegroundDetector(GarmentDetector):
         self.min_area = min_area
         self.margin = margin
 
-    def describe(self) -> dict:
+    def identity(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "work_size": self.work_size,
@@ -93,9 +96,10 @@ class ForegroundDetector(GarmentDetector):
         )
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
             return [whole_image(image)]
-        full_mask = np.asarray(
-            Image.fromarray(mask.astype(np.uint8) * 255, "L").resize(image.size, Image.Resampling.NEAREST)
-        ) > 0
+        full_mask = (
+            np.asarray(Image.fromarray(mask.astype(np.uint8) * 255, "L").resize(image.size, Image.Resampling.NEAREST))
+            > 0
+        )
         return [Garment(label="item", score=round(uniformity, 4), box=box, mask=full_mask)]
 
 
@@ -108,11 +112,5 @@ class WholeImageDetector(GarmentDetector):
         return [whole_image(image)]
 
 
-@DETECTORS.register("foreground")
-def _foreground(**options: object) -> GarmentDetector:
-    return ForegroundDetector(**options)  # type: ignore[arg-type]
-
-
-@DETECTORS.register("whole-image")
-def _whole_image(**options: object) -> GarmentDetector:
-    return WholeImageDetector()
+DETECTORS.register("foreground")(ForegroundDetector)
+DETECTORS.register("whole-image")(WholeImageDetector)

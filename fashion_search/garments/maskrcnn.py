@@ -6,20 +6,22 @@ from a local file, plus the names of its classes. Optional: needs the ``torch`` 
 torchvision is used when installed; otherwise the in-repo twin in ``maskrcnn_model`` (same
 ``state_dict`` layout, same eval-mode results) runs it on torch alone.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from fashion_search.embed import sha256_file
-from fashion_search.embed.resnet import INSTALL_HINT, CheckpointError, MissingDependencyError
+from fashion_search.embed.resnet import INSTALL_HINT, CheckpointError
+from fashion_search.errors import MissingDependencyError, ModelNotFoundError, UsageError
 from fashion_search.garments import Garment, GarmentDetector
-from fashion_search.registry import DETECTORS
+from fashion_search.registry import DETECTORS, PathLike
+from fashion_search.runtime import sha256_file
 
 try:
     import torch
@@ -30,9 +32,19 @@ except ImportError:  # the optional extra is not installed; the detector explain
 
 # DeepFashion2's categories, in its category_id order (1-13).
 DEEPFASHION2_CLASSES: tuple[str, ...] = (
-    "short_sleeved_shirt", "long_sleeved_shirt", "short_sleeved_outwear", "long_sleeved_outwear",
-    "vest", "sling", "shorts", "trousers", "skirt", "short_sleeved_dress", "long_sleeved_dress",
-    "vest_dress", "sling_dress",
+    "short_sleeved_shirt",
+    "long_sleeved_shirt",
+    "short_sleeved_outwear",
+    "long_sleeved_outwear",
+    "vest",
+    "sling",
+    "shorts",
+    "trousers",
+    "skirt",
+    "short_sleeved_dress",
+    "long_sleeved_dress",
+    "vest_dress",
+    "sling_dress",
 )
 CLASS_WEIGHT_KEY = "roi_heads.box_predictor.cls_score.weight"
 
@@ -78,15 +90,15 @@ def parse_classes(classes: str | os.PathLike | Sequence[str]) -> list[str]:
             if path.suffix.lower() == ".json":
                 names = json.loads(content)
                 if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                    raise ValueError(f"{path} must hold a JSON list of class names")
+                    raise UsageError(f"{path} must hold a JSON list of class names")
             else:
                 names = [line.strip() for line in content.splitlines() if line.strip()]
         elif os.sep in text or path.suffix.lower() in (".txt", ".json", ".names"):
-            raise FileNotFoundError(f"class list file not found: {path}")
+            raise ModelNotFoundError(f"class list file not found: {path}")
         else:
             names = [n.strip() for n in text.split(",")]
     if not names or not all(names):
-        raise ValueError(f"empty class name in the class list {classes!r}")
+        raise UsageError(f"empty class name in the class list {classes!r}")
     return names
 
 
@@ -132,38 +144,38 @@ class MaskRCNNDetector(GarmentDetector):
 
     def __init__(
         self,
-        weights: str | os.PathLike | None = None,
-        classes: str | os.PathLike | Sequence[str] | None = None,
-        score_threshold: float | str = 0.5,
-        mask_threshold: float | str = 0.5,
-        max_detections: int | str = 20,
-        min_size: int | str = 800,
-        max_size: int | str = 1333,
-        threads: int | str | None = None,
+        weights: Optional[PathLike] = None,
+        classes: Optional[str | Sequence[str]] = None,
+        score_threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        max_detections: int = 20,
+        min_size: int = 800,
+        max_size: int = 1333,
+        threads: Optional[int] = None,
     ) -> None:
         if weights is None or str(weights) == "":
-            raise ValueError(
+            raise UsageError(
                 "the maskrcnn detector needs weights=PATH: a local torchvision-format Mask R-CNN "
                 "ResNet-50 FPN state_dict (.pth), e.g. fine-tuned on DeepFashion2"
             )
         if classes is None:
-            raise ValueError(
+            raise UsageError(
                 "the maskrcnn detector needs classes=: the checkpoint's class names in order, background "
                 "excluded (a list, a comma-separated string, a file with one per line, or 'deepfashion2')"
             )
         self.weights = Path(weights).expanduser()
         if not self.weights.is_file():
-            raise FileNotFoundError(f"Mask R-CNN weights file not found: {self.weights}")
+            raise ModelNotFoundError(f"Mask R-CNN weights file not found: {self.weights}")
         _require_torch()
         self.classes = parse_classes(classes)
-        self.score_threshold = float(score_threshold)
-        self.mask_threshold = float(mask_threshold)
-        self.max_detections = int(max_detections)
-        self.min_size, self.max_size = int(min_size), int(max_size)
+        self.score_threshold = score_threshold
+        self.mask_threshold = mask_threshold
+        self.max_detections = max_detections
+        self.min_size, self.max_size = min_size, max_size
         if self.max_detections < 1 or self.min_size < 1 or self.max_size < self.min_size:
-            raise ValueError("max_detections and min_size must be positive, and max_size at least min_size")
-        if threads not in (None, ""):
-            torch.set_num_threads(int(threads))  # process-wide: torch has no per-model setting
+            raise UsageError("max_detections and min_size must be positive, and max_size at least min_size")
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
         # Thresholding inside the model is exact (greedy NMS never lets a lower score suppress a
         # higher one) and spares the mask head the boxes that would be dropped anyway.
         self._model = load_detection_model(
@@ -191,19 +203,21 @@ class MaskRCNNDetector(GarmentDetector):
             y1 = min(max(int(np.floor(box[1])), 0), height - 1)
             x2 = min(max(int(np.ceil(box[2])), x1 + 1), width)
             y2 = min(max(int(np.ceil(box[3])), y1 + 1), height)
-            garments.append(Garment(
-                label=self.classes[label - 1],
-                score=round(float(score), 4),
-                box=(x1, y1, x2, y2),
-                mask=(mask[0] > self.mask_threshold).numpy(),
-            ))
+            garments.append(
+                Garment(
+                    label=self.classes[label - 1],
+                    score=round(float(score), 4),
+                    box=(x1, y1, x2, y2),
+                    mask=(mask[0] > self.mask_threshold).numpy(),
+                )
+            )
         return garments
 
-    def describe(self) -> dict:
+    def identity(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "weights": str(self.weights),
-            "weights_sha256": self.weights_sha256,
+            "model": self.weights.name,
+            "sha256": self.weights_sha256,
             "classes": list(self.classes),
             "score_threshold": self.score_threshold,
             "mask_threshold": self.mask_threshold,

@@ -21,6 +21,7 @@ is within 4e-6 of torchvision.ops.roi_align; NMS keeps the same indices. At the 
 boxes within 1.6e-4 px, thresholded masks differing on 2e-7 of the pixels, and about the same
 time as torchvision (7.6 s against 8.2 s on this busy 2-core machine).
 """
+
 from __future__ import annotations
 
 import math
@@ -202,9 +203,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
 # ---- RoIAlign --------------------------------------------------------------------------------
 
 
-def roi_align(
-    feature: Tensor, rois: Tensor, output_size: int, spatial_scale: float, sampling_ratio: int
-) -> Tensor:
+def roi_align(feature: Tensor, rois: Tensor, output_size: int, spatial_scale: float, sampling_ratio: int) -> Tensor:
     """torchvision.ops.roi_align with ``aligned=False`` and a fixed sampling ratio.
 
     ``rois`` is ``(K, 5)``: image index, then x1, y1, x2, y2 in image pixels. Each output bin
@@ -236,8 +235,11 @@ def roi_align(
             gx, x_in = samples(boxes[:, 1], boxes[:, 3], width)
             grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
             sampled = F.grid_sample(
-                feature[int(image) : int(image) + 1], grid.reshape(1, -1, steps, 2),
-                mode="bilinear", padding_mode="border", align_corners=True,
+                feature[int(image) : int(image) + 1],
+                grid.reshape(1, -1, steps, 2),
+                mode="bilinear",
+                padding_mode="border",
+                align_corners=True,
             ).reshape(channels, len(part), steps, steps)
             sampled = sampled * (y_in[:, :, None] & x_in[:, None, :])
             out[part] = F.avg_pool2d(sampled, sampling_ratio).permute(1, 0, 2, 3)
@@ -266,9 +268,7 @@ def multiscale_roi_align(
     scales = [_infer_scale(f, largest) for f in features]
     k_min = int(-math.log2(scales[0]))
     k_max = int(-math.log2(scales[-1]))
-    rois = torch.cat(
-        [torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)], dim=0
-    )
+    rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)], dim=0)
     size = torch.sqrt(torch.cat([box_area(b) for b in boxes]))
     levels = torch.floor(canonical_level + torch.log2(size / canonical_scale) + torch.tensor(1e-6, dtype=size.dtype))
     levels = torch.clamp(levels, min=k_min, max=k_max).to(torch.int64) - k_min
@@ -333,8 +333,9 @@ def _flatten_levels(per_level: list[Tensor], channels: int) -> Tensor:
 
 
 class RegionProposalNetwork(nn.Module):
-    def __init__(self, pre_nms_top_n: int = 1000, post_nms_top_n: int = 1000, nms_thresh: float = 0.7,
-                 min_size: float = 1e-3) -> None:
+    def __init__(
+        self, pre_nms_top_n: int = 1000, post_nms_top_n: int = 1000, nms_thresh: float = 0.7, min_size: float = 1e-3
+    ) -> None:
         super().__init__()
         self.head = RPNHead(256, len(ASPECT_RATIOS))
         self.pre_nms_top_n = pre_nms_top_n
@@ -342,8 +343,9 @@ class RegionProposalNetwork(nn.Module):
         self.nms_thresh = nms_thresh
         self.min_size = min_size
 
-    def forward(self, padded_size: Sequence[int], image_sizes: list[tuple[int, int]],
-                features: list[Tensor]) -> list[Tensor]:
+    def forward(
+        self, padded_size: Sequence[int], image_sizes: list[tuple[int, int]], features: list[Tensor]
+    ) -> list[Tensor]:
         logits, deltas = self.head(features)
         anchors = _anchors(padded_size, features)
         per_level = [int(o.shape[1] * o.shape[2] * o.shape[3]) for o in logits]
@@ -407,11 +409,15 @@ class MaskRCNNHeads(nn.Sequential):
 
 class MaskRCNNPredictor(nn.Sequential):
     def __init__(self, in_channels: int, dim_reduced: int, num_classes: int) -> None:
-        super().__init__(OrderedDict([
-            ("conv5_mask", nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)),
-            ("relu", nn.ReLU(inplace=True)),
-            ("mask_fcn_logits", nn.Conv2d(dim_reduced, num_classes, 1, 1, 0)),
-        ]))
+        super().__init__(
+            OrderedDict(
+                [
+                    ("conv5_mask", nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("mask_fcn_logits", nn.Conv2d(dim_reduced, num_classes, 1, 1, 0)),
+                ]
+            )
+        )
         for name, param in self.named_parameters():
             if "weight" in name:
                 nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
@@ -428,8 +434,9 @@ class RoIHeads(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
 
-    def _detections(self, logits: Tensor, regression: Tensor, proposals: Tensor,
-                    image_size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    def _detections(
+        self, logits: Tensor, regression: Tensor, proposals: Tensor, image_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
         num_classes = logits.shape[-1]
         boxes = decode_boxes(regression, proposals, (10.0, 10.0, 5.0, 5.0)).reshape(len(proposals), -1, 4)
         boxes = clip_boxes_to_image(boxes, image_size)[:, 1:].reshape(-1, 4)  # column 0 is background
@@ -442,14 +449,17 @@ class RoIHeads(nn.Module):
         idx = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
         return boxes[idx], scores[idx], labels[idx]
 
-    def forward(self, features: list[Tensor], proposals: list[Tensor],
-                image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    def forward(
+        self, features: list[Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
         pooled = multiscale_roi_align(features, proposals, image_sizes, 7)
         logits, regression = self.box_predictor(self.box_head(pooled))
         results = []
         for p_logits, p_regression, p_boxes, image_size in zip(
-            logits.split([len(p) for p in proposals]), regression.split([len(p) for p in proposals]),
-            proposals, image_sizes,
+            logits.split([len(p) for p in proposals]),
+            regression.split([len(p) for p in proposals]),
+            proposals,
+            image_sizes,
         ):
             boxes, scores, labels = self._detections(p_logits, p_regression, p_boxes, image_size)
             results.append({"boxes": boxes, "labels": labels, "scores": scores})
@@ -495,9 +505,15 @@ class MaskRCNN(nn.Module):
     (N, 1, H, W) probabilities, best first: the same contract as torchvision's model.
     """
 
-    def __init__(self, num_classes: int, min_size: int = 800, max_size: int = 1333,
-                 box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
-                 box_detections_per_img: int = 100) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        min_size: int = 800,
+        max_size: int = 1333,
+        box_score_thresh: float = 0.05,
+        box_nms_thresh: float = 0.5,
+        box_detections_per_img: int = 100,
+    ) -> None:
         super().__init__()
         self.min_size = min_size
         self.max_size = max_size
@@ -512,8 +528,15 @@ class MaskRCNN(nn.Module):
         for image in images:
             h, w = image.shape[-2:]
             scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
-            resized.append(F.interpolate(((image - mean) / std)[None], scale_factor=scale, mode="bilinear",
-                                         recompute_scale_factor=True, align_corners=False)[0])
+            resized.append(
+                F.interpolate(
+                    ((image - mean) / std)[None],
+                    scale_factor=scale,
+                    mode="bilinear",
+                    recompute_scale_factor=True,
+                    align_corners=False,
+                )[0]
+            )
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in resized]
         # The backbone halves the resolution five times; padding to a multiple of 32 keeps levels aligned.
         pad_h = int(math.ceil(max(s[0] for s in sizes) / 32) * 32)
@@ -533,7 +556,9 @@ class MaskRCNN(nn.Module):
             ratio_h = torch.tensor(original[0], dtype=torch.float32) / torch.tensor(size[0], dtype=torch.float32)
             ratio_w = torch.tensor(original[1], dtype=torch.float32) / torch.tensor(size[1], dtype=torch.float32)
             result["boxes"] = result["boxes"] * torch.stack((ratio_w, ratio_h, ratio_w, ratio_h))
-            result["masks"] = paste_masks_in_image(result["masks"], result["boxes"], (int(original[0]), int(original[1])))
+            result["masks"] = paste_masks_in_image(
+                result["masks"], result["boxes"], (int(original[0]), int(original[1]))
+            )
         return results
 
 
@@ -548,7 +573,7 @@ def upgrade_legacy_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
         elif key.startswith(("backbone.fpn.inner_blocks.", "backbone.fpn.layer_blocks.")) and len(parts) == 5:
             key = ".".join(parts[:4] + ["0", parts[-1]])
         elif key.startswith("roi_heads.mask_head.mask_fcn"):
-            key = f"roi_heads.mask_head.{int(parts[2][len('mask_fcn'):]) - 1}.0.{parts[-1]}"
+            key = f"roi_heads.mask_head.{int(parts[2][len('mask_fcn') :]) - 1}.0.{parts[-1]}"
         renamed[key] = value
     return renamed
 

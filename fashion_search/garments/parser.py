@@ -1,6 +1,6 @@
 """The learned garment parser: a per-pixel garment classifier turned into a list of garments.
 
-The network (``models/garment_parser.onnx``, trained by ``fashion-search train-parser``; see
+The network (``models/garment_parser.onnx``, trained by ``fashion-search train parser``; see
 ``models/GARMENT_PARSER.md``) labels every pixel of a letterboxed photo with one of
 ``taxonomy.PARSER_CLASSES``. Garments are read off that label map:
 
@@ -12,24 +12,31 @@ The network (``models/garment_parser.onnx``, trained by ``fashion-search train-p
   person's top is its own garment as long as the tops do not touch. Touching garments of one
   class cannot be told apart from a label map and come back as one.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
 
-from fashion_search.embed import sha256_file
-from fashion_search.embed.preprocess import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
-from fashion_search.embed.runtime import no_spinning
+from fashion_search.errors import ModelNotFoundError
 from fashion_search.garments import Garment, GarmentDetector
 from fashion_search.garments.taxonomy import NOT_GARMENTS, PAIRED_CLASSES, PARSER_CLASSES
-from fashion_search.registry import DETECTORS
+from fashion_search.registry import DETECTORS, PathLike
+from fashion_search.runtime import (
+    check_names,
+    metadata_floats,
+    metadata_names,
+    model_metadata,
+    onnx_session,
+    sha256_file,
+)
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODEL_DIR / "garment_parser.onnx"
-INPUT_SIZE = (448, 288)  # (height, width) the network was trained at: the largest canvas it sees
+INPUT_SIZE = (448, 288)  # (height, width) the shipped network was trained at: the largest canvas it sees
 STRIDE = 32  # a canvas side must be a multiple of the backbone's total stride
 WHITE = (255, 255, 255)
 # Garments that are small by nature keep a lower size floor, or sunglasses would never survive.
@@ -37,8 +44,14 @@ SMALL_CLASSES = frozenset({"eyewear", "belt", "hat"})
 SMALL_CLASS_FLOOR = 0.25  # their share of ``min_area``
 
 
-def letterbox(image: Image.Image, labels: Optional[Image.Image], size: tuple[int, int], scale: float = 1.0,
-              offset: tuple[float, float] = (0.5, 0.5), fill_label: int = 0):
+def letterbox(
+    image: Image.Image,
+    labels: Optional[Image.Image],
+    size: tuple[int, int],
+    scale: float = 1.0,
+    offset: tuple[float, float] = (0.5, 0.5),
+    fill_label: int = 0,
+):
     """Fit ``image`` into ``size`` (h, w) keeping its aspect ratio, zoomed by ``scale``, padded
     with white (the backdrop of product shots, so padding looks like nothing); ``offset`` in
     [0, 1] places it (0.5 = centred). Returns the canvas, the labels pasted the same way (or
@@ -82,59 +95,75 @@ def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[
 
 
 class GarmentParser(GarmentDetector):
-    """Finds, classifies and segments every garment in a photo."""
+    """Finds, classifies and segments every garment in a photo.
+
+    The ONNX file records the classes it labels, its input size and its pixel scaling in its
+    metadata; a file whose classes differ from ``taxonomy.PARSER_CLASSES`` is refused, since
+    its class ids would be read as other garments.
+    """
 
     name = "parser"
 
     def __init__(
         self,
-        model_path: Optional[str] = None,
-        threads: int = 0,
+        model_path: Optional[PathLike] = None,
+        threads: Optional[int] = None,
         min_area: float = 0.004,
         merge_distance: float = 0.35,
         max_garments: int = 8,
     ) -> None:
-        import onnxruntime as ort
-
         self.model_path = Path(model_path) if model_path else DEFAULT_MODEL
         if not self.model_path.is_file():
-            raise FileNotFoundError(f"garment parser model not found: {self.model_path}")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        no_spinning(options)
-        self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+            raise ModelNotFoundError(f"garment parser model not found: {self.model_path}")
+        self.session = onnx_session(self.model_path, threads)
+        meta = model_metadata(self.session)
+        self.classes = metadata_names(meta, "classes", self.model_path)
+        check_names(self.classes, PARSER_CLASSES, "classes", self.model_path)
+        height, width = metadata_floats(meta, "input_size", self.model_path, 2)
+        self.input_size = (int(height), int(width))
+        self.mean = metadata_floats(meta, "mean", self.model_path, 3)
+        self.std = metadata_floats(meta, "std", self.model_path, 3)
         # Models exported with a fixed input size (older exports) always get the full canvas.
         shape = self.session.get_inputs()[0].shape
         self.dynamic_size = not all(isinstance(d, int) for d in shape[2:])
-        self.threads = int(threads)
-        self.min_area = float(min_area)
-        self.merge_distance = float(merge_distance)
-        self.max_garments = int(max_garments)
-        self._mean = np.asarray(EFFICIENTNET_LITE_MEAN, np.float32)
-        self._std = np.asarray(EFFICIENTNET_LITE_STD, np.float32)
+        self.threads = threads
+        self.min_area = min_area
+        self.merge_distance = merge_distance
+        self.max_garments = max_garments
+        self._mean = (np.asarray(self.mean, np.float64) * 255).astype(np.float32)
+        self._std = (np.asarray(self.std, np.float64) * 255).astype(np.float32)
+        self.sha256 = sha256_file(self.model_path)
 
-    def describe(self) -> dict:
+    def identity(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": self.model_path.name,
-            "sha256": sha256_file(self.model_path),
-            "classes": list(PARSER_CLASSES),
+            "sha256": self.sha256,
+            "classes": list(self.classes),
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
             "min_area": self.min_area,
             "merge_distance": self.merge_distance,
+            "max_garments": self.max_garments,
         }
 
     def for_parallel_use(self) -> "GarmentParser":
         if self.threads == 1:
             return self
-        return GarmentParser(str(self.model_path), threads=1, min_area=self.min_area,
-                             merge_distance=self.merge_distance, max_garments=self.max_garments)
+        return GarmentParser(
+            self.model_path,
+            threads=1,
+            min_area=self.min_area,
+            merge_distance=self.merge_distance,
+            max_garments=self.max_garments,
+        )
 
     def parse(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel class ids and their probability, for the photo at the network's scale
-        (the letterbox padding cut away): arrays of shape about ``image`` shrunk to fit 448x288,
-        or the photo's own size when it is smaller."""
-        size = canvas_size(image.size) if self.dynamic_size else INPUT_SIZE
+        (the letterbox padding cut away): arrays of shape about ``image`` shrunk to fit the
+        model's input size, or the photo's own size when it is smaller."""
+        size = canvas_size(image.size, self.input_size) if self.dynamic_size else self.input_size
         canvas, _, (x, y, w, h) = letterbox(image.convert("RGB"), None, size)
         pixels = ((np.asarray(canvas, np.float32) - self._mean) / self._std).transpose(2, 0, 1)[None]
         labels, confidence = self.session.run(None, {"pixels": np.ascontiguousarray(pixels)})
@@ -142,13 +171,18 @@ class GarmentParser(GarmentDetector):
 
     def detect(self, image: Image.Image) -> list[Garment]:
         labels, confidence = self.parse(image)
-        return garments_from_labels(labels, confidence, image.size, self.min_area, self.merge_distance,
-                                    self.max_garments)
+        return garments_from_labels(
+            labels, confidence, image.size, self.min_area, self.merge_distance, self.max_garments
+        )
 
 
 def garments_from_labels(
-    labels: np.ndarray, confidence: np.ndarray, image_size: tuple[int, int], min_area: float = 0.004,
-    merge_distance: float = 0.35, max_garments: int = 8,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    image_size: tuple[int, int],
+    min_area: float = 0.004,
+    merge_distance: float = 0.35,
+    max_garments: int = 8,
 ) -> list[Garment]:
     """Garments read off a per-pixel class map, largest first, with masks and boxes scaled to
     ``image_size`` (width, height). ``min_area`` is the smallest garment as a share of the photo;
@@ -167,8 +201,11 @@ def garments_from_labels(
         sizes = np.bincount(regions.ravel(), minlength=count + 1)
         # Biggest region first, so that groups grow around the main part of a garment.
         parts = sorted(
-            (((s[1].start, s[0].start, s[1].stop, s[0].stop), i + 1)
-             for i, s in enumerate(ndimage.find_objects(regions)) if s is not None and sizes[i + 1] >= floor * 0.1),
+            (
+                ((s[1].start, s[0].start, s[1].stop, s[0].stop), i + 1)
+                for i, s in enumerate(ndimage.find_objects(regions))
+                if s is not None and sizes[i + 1] >= floor * 0.1
+            ),
             key=lambda part: -sizes[part[1]],
         )
         groups: list[tuple[tuple[int, int, int, int], list[int]]] = []
@@ -214,6 +251,4 @@ def _to_garment(image_size: tuple[int, int], name: str, score: float, mask: np.n
     return Garment(label=name, score=round(score, 4), box=box, mask=full)
 
 
-@DETECTORS.register("parser")
-def _parser(**options: object) -> GarmentDetector:
-    return GarmentParser(**options)
+DETECTORS.register("parser")(GarmentParser)

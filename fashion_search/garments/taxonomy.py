@@ -18,14 +18,29 @@ Mapping decisions (Clothing Co-Parsing's 59 labels), and why:
   800 in CCP, too few to learn) are *ignored* in training: their pixels count neither for nor
   against any class, because calling a bracelet ``skin`` or ``background`` would be equally wrong.
 """
+
 from __future__ import annotations
 
 from typing import Optional
 
 PARSER_CLASSES: tuple[str, ...] = (
-    "background", "skin", "hair",
-    "top", "knitwear", "outerwear", "dress", "skirt", "trousers", "shorts", "legwear",
-    "footwear", "bag", "hat", "scarf", "belt", "eyewear",
+    "background",
+    "skin",
+    "hair",
+    "top",
+    "knitwear",
+    "outerwear",
+    "dress",
+    "skirt",
+    "trousers",
+    "shorts",
+    "legwear",
+    "footwear",
+    "bag",
+    "hat",
+    "scarf",
+    "belt",
+    "eyewear",
 )
 NOT_GARMENTS = frozenset({"background", "skin", "hair"})
 GARMENT_CLASSES: tuple[str, ...] = tuple(c for c in PARSER_CLASSES if c not in NOT_GARMENTS)
@@ -45,13 +60,23 @@ PAIRED_CLASSES = frozenset({"footwear", "legwear", "eyewear", "trousers", "short
 # other at photo resolution; a skirt and a top do not, and neither do accessories, so a skirt
 # still never meets blouses and a bag never meets shoes. Spill-overs at garment borders (a dress predicted over
 # the trousers below it, 0.16) are not confusions of the garment and are left out.
-LOOKALIKE_PAIRS = frozenset({
-    frozenset(pair) for pair in (
-        ("top", "knitwear"), ("top", "outerwear"), ("knitwear", "outerwear"),
-        ("top", "dress"), ("knitwear", "dress"), ("outerwear", "dress"),
-        ("dress", "skirt"), ("dress", "shorts"), ("shorts", "trousers"), ("legwear", "trousers"),
-    )
-})
+LOOKALIKE_PAIRS = frozenset(
+    {
+        frozenset(pair)
+        for pair in (
+            ("top", "knitwear"),
+            ("top", "outerwear"),
+            ("knitwear", "outerwear"),
+            ("top", "dress"),
+            ("knitwear", "dress"),
+            ("outerwear", "dress"),
+            ("dress", "skirt"),
+            ("dress", "shorts"),
+            ("shorts", "trousers"),
+            ("legwear", "trousers"),
+        )
+    }
+)
 
 
 def lookalikes(name: str) -> frozenset[str]:
@@ -60,7 +85,9 @@ def lookalikes(name: str) -> frozenset[str]:
 
 
 CCP_TO_CLASS: dict[str, Optional[str]] = {
-    "null": "background", "skin": "skin", "hair": "hair",
+    "null": "background",
+    "skin": "skin",
+    "hair": "hair",
     **{n: "top" for n in ("blouse", "shirt", "t-shirt", "top", "bodysuit")},
     **{n: "knitwear" for n in ("sweater", "cardigan", "jumper", "sweatshirt", "hoodie")},
     **{n: "outerwear" for n in ("coat", "jacket", "blazer", "cape", "vest", "suit")},
@@ -69,15 +96,31 @@ CCP_TO_CLASS: dict[str, Optional[str]] = {
     **{n: "trousers" for n in ("pants", "jeans", "leggings")},
     "shorts": "shorts",
     **{n: "legwear" for n in ("stockings", "tights", "socks")},
-    **{n: "footwear" for n in ("shoes", "boots", "sandals", "loafers", "heels", "pumps", "sneakers",
-                               "flats", "wedges", "clogs")},
+    **{
+        n: "footwear"
+        for n in ("shoes", "boots", "sandals", "loafers", "heels", "pumps", "sneakers", "flats", "wedges", "clogs")
+    },
     **{n: "bag" for n in ("bag", "purse", "wallet")},
     "hat": "hat",
     **{n: "scarf" for n in ("scarf", "tie")},
     "belt": "belt",
     **{n: "eyewear" for n in ("sunglasses", "glasses")},
-    **{n: None for n in ("accessories", "bracelet", "watch", "necklace", "ring", "earrings", "gloves",
-                         "bra", "panties", "intimate", "swimwear")},
+    **{
+        n: None
+        for n in (
+            "accessories",
+            "bracelet",
+            "watch",
+            "necklace",
+            "ring",
+            "earrings",
+            "gloves",
+            "bra",
+            "panties",
+            "intimate",
+            "swimwear",
+        )
+    },
 }
 
 # Kaggle (Myntra) article types -> parser class; used to add product shots to training and to
@@ -89,14 +132,37 @@ ARTICLE_TYPE_TO_CLASS: dict[str, str] = {
     **{n: "outerwear" for n in ("Jackets", "Blazers", "Waistcoat", "Rain Jacket", "Tracksuits")},
     **{n: "dress" for n in ("Dresses", "Jumpsuit", "Nightdress")},
     "Skirts": "skirt",
-    **{n: "trousers" for n in ("Trousers", "Jeans", "Track Pants", "Leggings", "Capris", "Lounge Pants",
-                               "Churidar")},
+    **{n: "trousers" for n in ("Trousers", "Jeans", "Track Pants", "Leggings", "Capris", "Lounge Pants", "Churidar")},
     **{n: "shorts" for n in ("Shorts", "Lounge Shorts")},
     **{n: "legwear" for n in ("Socks", "Stockings", "Tights")},
-    **{n: "footwear" for n in ("Casual Shoes", "Sports Shoes", "Heels", "Flip Flops", "Sandals",
-                               "Formal Shoes", "Flats", "Sports Sandals")},
-    **{n: "bag" for n in ("Handbags", "Wallets", "Backpacks", "Clutches", "Laptop Bag", "Duffel Bag",
-                          "Messenger Bag", "Mobile Pouch", "Rucksacks", "Waist Pouch")},
+    **{
+        n: "footwear"
+        for n in (
+            "Casual Shoes",
+            "Sports Shoes",
+            "Heels",
+            "Flip Flops",
+            "Sandals",
+            "Formal Shoes",
+            "Flats",
+            "Sports Sandals",
+        )
+    },
+    **{
+        n: "bag"
+        for n in (
+            "Handbags",
+            "Wallets",
+            "Backpacks",
+            "Clutches",
+            "Laptop Bag",
+            "Duffel Bag",
+            "Messenger Bag",
+            "Mobile Pouch",
+            "Rucksacks",
+            "Waist Pouch",
+        )
+    },
     **{n: "hat" for n in ("Caps", "Hat")},
     **{n: "scarf" for n in ("Scarves", "Mufflers", "Stoles", "Ties", "Dupatta")},
     "Belts": "belt",

@@ -1,4 +1,5 @@
 """Vector stores: where catalog vectors and product metadata live, chosen by URI."""
+
 from __future__ import annotations
 
 import re
@@ -80,10 +81,12 @@ class VectorStore(ABC):
         category: Optional[str | Sequence[str]] = None,
         label: Optional[str | Sequence[str]] = None,
         exclude_product: Optional[str] = None,
+        exclude_image: Optional[str] = None,
     ) -> list[Hit]:
         """The ``k`` stored garments nearest to ``vector``, optionally only of one catalog
-        ``category`` (or any of several) and/or garment ``label`` (or any of several); filters
-        are applied before ranking so they never cost recall."""
+        ``category`` (or any of several) and/or garment ``label`` (or any of several), without
+        the garments of ``exclude_product`` or of the image ``exclude_image``; filters are
+        applied before ranking so they never cost recall."""
 
     @abstractmethod
     def count(self) -> int:
@@ -107,8 +110,11 @@ class VectorStore(ABC):
         The default scans every row; stores with an index on ``row_id`` should override it.
         """
         wanted = set(row_ids)
-        return {f"{r['image_id']}#{r['garment']}": r["vector"] for r in self.iter_rows()
-                if f"{r['image_id']}#{r['garment']}" in wanted}
+        return {
+            f"{r['image_id']}#{r['garment']}": r["vector"]
+            for r in self.iter_rows()
+            if f"{r['image_id']}#{r['garment']}" in wanted
+        }
 
     def image_path(self, image_id: str) -> Optional[str]:
         """Where the catalog image ``image_id`` lives, or None when it is not indexed: what a
@@ -120,11 +126,15 @@ class VectorStore(ABC):
 
     @abstractmethod
     def read_manifest(self) -> dict[str, Any]:
-        """What built this index: embedder and detector descriptions, schema version."""
+        """What built this index: each model's name, options and identity, the manifest's format,
+        and what indexing learned (the classes each catalog category holds)."""
 
     @abstractmethod
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        ...
+    def write_manifest(self, manifest: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove every row and the manifest, leaving an empty store (for a rebuild)."""
 
     def optimize(self) -> None:
         """Build or refresh the approximate-search index after bulk writes (no-op by default)."""

@@ -13,6 +13,7 @@ Layout and choices:
   IVF vector index only once the table is large enough for exact search to be slow. Filters
   are always prefilters, so they never cost recall.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,13 +32,15 @@ from typing import Any, Awaitable, Iterable, Iterator, Optional, Sequence, TypeV
 os.environ.setdefault("LANCEDB_LOG", "error")
 
 import lancedb  # noqa: E402
-from lancedb import index as lidx  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
+from lancedb import index as lidx  # noqa: E402
 
+from fashion_search.errors import StoreError, UsageError  # noqa: E402
 from fashion_search.registry import STORES  # noqa: E402
 from fashion_search.store import Hit, VectorRow, VectorStore  # noqa: E402
+from fashion_search.vectors import l2_normalise  # noqa: E402
 
 GARMENTS = "garments"
 MANIFEST = "manifest"
@@ -47,8 +50,18 @@ MANIFEST = "manifest"
 # read, so one packed column instead of eight cuts a k=48 lookup at 1M rows from ~9.7 to
 # ~5.9 ms (k=10: ~5.7 to ~4.0 ms). The separate columns stay for filters, scans and
 # iter_rows; both are written from the same VectorRow.
-_ROW_FIELDS = ["image_id", "garment", "image", "product_id", "category", "label", "score", "box",
-               "fingerprint", "metadata"]
+_ROW_FIELDS = [
+    "image_id",
+    "garment",
+    "image",
+    "product_id",
+    "category",
+    "label",
+    "score",
+    "box",
+    "fingerprint",
+    "metadata",
+]
 # Which columns get scalar indexes, and which kind: bitmaps suit the few distinct values of
 # category/label, B-trees the near-unique ids (row_id speeds up the merge join of upserts).
 _SCALAR_INDEXES = {
@@ -172,7 +185,7 @@ class LanceVectorStore(VectorStore):
         **unknown: Any,
     ) -> None:
         if unknown:
-            raise TypeError(f"unknown lancedb store options: {', '.join(sorted(unknown))}")
+            raise UsageError(f"unknown lancedb store options: {', '.join(sorted(unknown))}")
         # A store opened from another working directory must land on the same files.
         self.path = Path(os.path.expanduser(str(location) or ".")).resolve()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -195,10 +208,12 @@ class LanceVectorStore(VectorStore):
             self.dim = table.schema.field("vector").type.list_size
             missing = set(garments_schema(self.dim).names) - set(table.schema.names)
             if missing:
-                raise ValueError(f"store at {self.path} has an older layout (no {', '.join(sorted(missing))}); "
-                                 "index into a new store")
+                raise StoreError(
+                    f"store at {self.path} has an older layout (no {', '.join(sorted(missing))}); "
+                    "index into a new store"
+                )
             if dim is not None and int(dim) != self.dim:
-                raise ValueError(f"store at {self.path} holds {self.dim}-d vectors, not {dim}-d")
+                raise StoreError(f"store at {self.path} holds {self.dim}-d vectors, not {dim}-d")
         elif dim is not None:
             if int(dim) <= 0:
                 raise ValueError(f"dim must be positive, not {dim}")
@@ -223,7 +238,7 @@ class LanceVectorStore(VectorStore):
         table = self._open_garments()
         if table is None:
             if self.dim is None:
-                raise ValueError(f"store at {self.path} is empty: open it with dim=... to write vectors")
+                raise StoreError(f"store at {self.path} is empty: open it with dim=... to write vectors")
             table = self._table = self._db.create_table(GARMENTS, schema=garments_schema(self.dim), exist_ok=True)
         return table
 
@@ -234,7 +249,7 @@ class LanceVectorStore(VectorStore):
         vectors = np.asarray([np.asarray(r.vector, dtype=np.float32).reshape(-1) for r in rows], dtype=np.float32)
         if vectors.shape != (len(rows), self.dim):
             raise ValueError(f"vectors must be {self.dim}-d, got shape {vectors.shape[1:]}")
-        vectors = normalize(vectors)
+        vectors = l2_normalise(vectors)
         columns = {
             "row_id": pa.array([r.row_id for r in rows], pa.string()),
             "image_id": pa.array([str(r.image_id) for r in rows], pa.string()),
@@ -248,7 +263,9 @@ class LanceVectorStore(VectorStore):
                 pa.array(np.asarray([tuple(r.box) for r in rows], np.float32).reshape(-1)), 4
             ),
             "fingerprint": pa.array([str(r.fingerprint) for r in rows], pa.string()),
-            "metadata": pa.array([json.dumps(r.metadata or {}, sort_keys=True, default=str) for r in rows], pa.string()),
+            "metadata": pa.array(
+                [json.dumps(r.metadata or {}, sort_keys=True, default=str) for r in rows], pa.string()
+            ),
             "hit": pa.array([_hit_json(r) for r in rows], pa.string()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
         }
@@ -283,16 +300,21 @@ class LanceVectorStore(VectorStore):
         merge.execute(data)
 
     @staticmethod
-    def _image_chunks(table: "lancedb.table.Table", image_ids: Sequence[str], column: str) -> Iterator[tuple[str, pa.Table]]:
+    def _image_chunks(
+        table: "lancedb.table.Table", image_ids: Sequence[str], column: str
+    ) -> Iterator[tuple[str, pa.Table]]:
         """``(where, rows)`` per chunk of ``image_ids``: the filter selecting the chunk's images
         and ``column`` of their stored rows."""
         for lo in range(0, len(image_ids), _IN_CHUNK):
-            where = sql_in("image_id", image_ids[lo: lo + _IN_CHUNK])
+            where = sql_in("image_id", image_ids[lo : lo + _IN_CHUNK])
             yield where, table.search().where(where).select([column]).limit(None).to_arrow()
 
     def _row_ids_of(self, table: "lancedb.table.Table", image_ids: Sequence[str]) -> list[str]:
-        return [row_id for _, data in self._image_chunks(table, image_ids, "row_id")
-                for row_id in data.column("row_id").to_pylist()]
+        return [
+            row_id
+            for _, data in self._image_chunks(table, image_ids, "row_id")
+            for row_id in data.column("row_id").to_pylist()
+        ]
 
     def add_rows_bulk(self, rows: Sequence[VectorRow]) -> None:
         """Append rows of images that are NOT stored yet, in one commit, without the merge.
@@ -348,7 +370,9 @@ class LanceVectorStore(VectorStore):
         if not data.num_rows:
             return {}
         per = data.group_by("category").aggregate([("product_id", "count_distinct")])
-        return dict(sorted(zip(per.column("category").to_pylist(), per.column("product_id_count_distinct").to_pylist())))
+        return dict(
+            sorted(zip(per.column("category").to_pylist(), per.column("product_id_count_distinct").to_pylist()))
+        )
 
     def iter_rows(self, with_vectors: bool = True, batch_size: int = 10_000) -> Iterator[dict[str, Any]]:
         table = self._open_garments()
@@ -381,7 +405,7 @@ class LanceVectorStore(VectorStore):
         ids = sorted({str(r) for r in row_ids})
         out: dict[str, np.ndarray] = {}
         for lo in range(0, len(ids), _IN_CHUNK):
-            data = self._scan(["row_id", "vector"], where=sql_in("row_id", ids[lo: lo + _IN_CHUNK]))
+            data = self._scan(["row_id", "vector"], where=sql_in("row_id", ids[lo : lo + _IN_CHUNK]))
             if data.num_rows:
                 vectors = data.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
                 out.update(zip(data.column("row_id").to_pylist(), vectors.reshape(data.num_rows, -1).copy()))
@@ -436,10 +460,11 @@ class LanceVectorStore(VectorStore):
         category: Optional[str | Sequence[str]] = None,
         label: Optional[str | Sequence[str]] = None,
         exclude_product: Optional[str] = None,
+        exclude_image: Optional[str] = None,
     ) -> list[Hit]:
         if k <= 0 or self.dim is None and self._open_garments() is None:
             return []
-        query_vector = normalize(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        query_vector = l2_normalise(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
         if query_vector.shape[0] != self.dim:
             raise ValueError(f"query must be {self.dim}-d, got {query_vector.shape[0]}-d")
         narrow = []
@@ -456,6 +481,8 @@ class LanceVectorStore(VectorStore):
                 return []
             narrow.append(sql_in("label", sorted(label)))
         excluded = [f"product_id != {sql_str(exclude_product)}"] if exclude_product is not None else []
+        if exclude_image is not None:
+            excluded.append(f"image_id != {sql_str(exclude_image)}")
         data = _run(self._search(query_vector, int(k), " AND ".join(narrow), " AND ".join(narrow + excluded)))
         if data is None:
             return []
@@ -488,8 +515,9 @@ class LanceVectorStore(VectorStore):
             data = await self._query(table, vector, k, where, True, nprobes)
         return data
 
-    async def _query(self, table: "lancedb.AsyncTable", vector: np.ndarray, k: int, where: str,
-                     exact: bool, nprobes: int) -> pa.Table:
+    async def _query(
+        self, table: "lancedb.AsyncTable", vector: np.ndarray, k: int, where: str, exact: bool, nprobes: int
+    ) -> pa.Table:
         query = (
             table.query()
             .nearest_to(vector)
@@ -526,14 +554,27 @@ class LanceVectorStore(VectorStore):
         return json.loads(data.column("value")[0].as_py()) if data.num_rows else {}
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        data = pa.table({"key": ["manifest"], "value": [json.dumps(manifest, sort_keys=True, default=str)]},
-                        schema=_MANIFEST_SCHEMA)
+        data = pa.table(
+            {"key": ["manifest"], "value": [json.dumps(manifest, sort_keys=True, default=str)]}, schema=_MANIFEST_SCHEMA
+        )
         # An overwrite is one commit: readers see the old or the new manifest, never neither.
         try:
             self._db.open_table(MANIFEST).add(data, mode="overwrite")
         except (FileNotFoundError, ValueError):
             self._db.create_table(MANIFEST, data=data, exist_ok=True)
             self._db.open_table(MANIFEST).add(data, mode="overwrite")  # in case another process won
+
+    def clear(self) -> None:
+        """Drop every row and the manifest: the store is as new (its dimension is chosen again
+        by the next open with ``dim``)."""
+        for name in (GARMENTS, MANIFEST):
+            try:
+                self._db.drop_table(name)
+            except (FileNotFoundError, ValueError):
+                pass  # never written
+        self._table = self._atable = None
+        self._table_state = None
+        self.dim = None
 
     # -- maintenance --------------------------------------------------------------------------
 
@@ -561,9 +602,7 @@ class LanceVectorStore(VectorStore):
         wanted_partitions = self.ann.num_partitions(rows)
         if rows >= self.ann.min_rows:
             built_partitions = _partitions_in_name(vector_index)
-            stale = built_partitions is None or not (
-                built_partitions / 2 <= wanted_partitions <= built_partitions * 2
-            )
+            stale = built_partitions is None or not (built_partitions / 2 <= wanted_partitions <= built_partitions * 2)
             if vector_index is None or stale:
                 self.build_vector_index(rows)
         self._table_state = None
@@ -575,8 +614,12 @@ class LanceVectorStore(VectorStore):
         ann = self.ann
         assert self.dim is not None
         partitions = ann.num_partitions(rows)
-        common = dict(distance_type="cosine", num_partitions=partitions,
-                      max_iterations=ann.max_iterations, sample_rate=ann.sample_rate)
+        common = dict(
+            distance_type="cosine",
+            num_partitions=partitions,
+            max_iterations=ann.max_iterations,
+            sample_rate=ann.sample_rate,
+        )
         kind = ann.index_type.upper()
         if kind == "IVF_PQ":
             sub = max(1, self.dim // ann.dims_per_subvector)
@@ -611,6 +654,7 @@ class LanceVectorStore(VectorStore):
         At 1M rows this takes ~1 s and brings the first searches from ~9 ms (p95 ~20 ms)
         to the steady-state ~6 ms; worth calling once in a process that serves searches.
         """
+
         async def prewarm() -> None:
             table = await self._async_table()
             if table is not None:
@@ -649,24 +693,20 @@ def _partitions_in_name(name: Optional[str]) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Unit-length float32 rows; zero or non-finite vectors have no direction and are refused."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} vector(s) are zero or not finite")
-    return vectors / norms
-
-
 def _hit_json(row: VectorRow) -> str:
     return json.dumps(
         {
-            "row_id": row.row_id, "image_id": str(row.image_id), "image": str(row.image),
-            "product_id": str(row.product_id), "category": str(row.category), "label": str(row.label),
-            "box": [float(v) for v in row.box], "metadata": row.metadata or {},
+            "row_id": row.row_id,
+            "image_id": str(row.image_id),
+            "image": str(row.image),
+            "product_id": str(row.product_id),
+            "category": str(row.category),
+            "label": str(row.label),
+            "box": [float(v) for v in row.box],
+            "metadata": row.metadata or {},
         },
-        separators=(",", ":"), default=str,
+        separators=(",", ":"),
+        default=str,
     )
 
 
@@ -679,4 +719,4 @@ def _hits(data: pa.Table, scores: np.ndarray) -> list[Hit]:
     return hits
 
 
-__all__ = ["AnnParams", "LanceVectorStore", "garments_schema", "normalize"]
+__all__ = ["AnnParams", "LanceVectorStore", "garments_schema"]

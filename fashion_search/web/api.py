@@ -1,5 +1,6 @@
 """The JSON API's routes. They translate HTTP to the Python API (:class:`SearchEngine`) and
 back; no search logic lives here."""
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,9 @@ from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
-from fashion_search.engine import SearchEngine, SearchResult, UnknownProductError
-from fashion_search.images import ImageError, load_image
+from fashion_search.engine import SearchEngine, SearchResult
+from fashion_search.errors import ImageError, UnknownProductError
+from fashion_search.images import load_image
 from fashion_search.web.app import run_cpu
 from fashion_search.web.errors import ApiError, too_large_message
 from fashion_search.web.schemas import (
@@ -63,11 +65,13 @@ def check_upload(data: bytes, max_pixels: int) -> None:
     except Image.DecompressionBombError as exc:
         raise ApiError(422, "too_many_pixels", f"image has too many pixels: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ApiError(415, "not_an_image",
-                       "the file is not an image this server reads (JPEG, PNG, WebP, GIF, BMP or TIFF)") from None
+        raise ApiError(
+            415, "not_an_image", "the file is not an image this server reads (JPEG, PNG, WebP, GIF, BMP or TIFF)"
+        ) from None
     if width * height > max_pixels:
-        raise ApiError(422, "too_many_pixels",
-                       f"image has {width}x{height} pixels, more than the {max_pixels:,} allowed")
+        raise ApiError(
+            422, "too_many_pixels", f"image has {width}x{height} pixels, more than the {max_pixels:,} allowed"
+        )
 
 
 @dataclass
@@ -77,12 +81,14 @@ class SearchOptions:
     same_class: bool
 
 
-def _search_upload(engine: SearchEngine, data: bytes, max_pixels: int, options: SearchOptions,
-                   name: str) -> SearchResult:
+def _search_upload(
+    engine: SearchEngine, data: bytes, max_pixels: int, options: SearchOptions, name: str
+) -> SearchResult:
     check_upload(data, max_pixels)
     try:
-        return engine.search(data, k=options.k, category=options.category, query_name=name,
-                             same_class=options.same_class)
+        return engine.search(
+            data, k=options.k, category=options.category, query_name=name, same_class=options.same_class
+        )
     except ImageError as exc:
         raise ApiError(422, "corrupt_image", f"the image could not be decoded: {exc}") from None
 
@@ -93,13 +99,16 @@ async def _known_category(request: Request, category: Optional[str]) -> Optional
     state = request.app.state
     known = await run_cpu(request, state.categories.get, state.engine)
     if category not in known:
-        raise ApiError(422, "unknown_category", f"no category {category!r} in this catalog; "
-                       f"GET /api/categories lists them")
+        raise ApiError(
+            422, "unknown_category", f"no category {category!r} in this catalog; GET /api/categories lists them"
+        )
     return category
 
 
-CLASS_AWARE = ("class-aware search: each garment only meets the catalog categories that hold its class, "
-               "and there garments of its class or a lookalike one")
+CLASS_AWARE = (
+    "class-aware search: each garment only meets the catalog categories that hold its class, "
+    "and there garments of its class or a lookalike one"
+)
 
 
 async def search_options(
@@ -111,8 +120,13 @@ async def search_options(
     return SearchOptions(k, await _known_category(request, category), same_class)
 
 
-@router.post("/api/search", response_model=SearchResponse, responses=_errors(413, 415, 422),
-             summary="Search by photo", tags=["search"])
+@router.post(
+    "/api/search",
+    response_model=SearchResponse,
+    responses=_errors(413, 415, 422),
+    summary="Search by photo",
+    tags=["search"],
+)
 async def search(
     request: Request,
     image: UploadFile = File(description="the photo (multipart field `image`): JPEG, PNG, WebP, GIF, BMP or TIFF"),
@@ -125,23 +139,30 @@ async def search(
     data = await image.read(limit + 1)
     if len(data) > limit:
         raise ApiError(413, "upload_too_large", too_large_message(limit))
-    result = await run_cpu(request, _search_upload, state.engine, data, state.settings.max_pixels, options,
-                           image.filename or "upload")
+    result = await run_cpu(
+        request, _search_upload, state.engine, data, state.settings.max_pixels, options, image.filename or "upload"
+    )
     return _search_json(request, result)
 
 
 def _more_like_this(engine: SearchEngine, product_id: str, options: SearchOptions) -> tuple[SearchResult, str]:
     try:
-        result = engine.search_product(product_id, k=options.k, category=options.category,
-                                       same_class=options.same_class)
+        result = engine.search_product(
+            product_id, k=options.k, category=options.category, same_class=options.same_class
+        )
     except UnknownProductError:
         raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog") from None
     hits = engine.store.get_product(product_id)
     return result, hits[0].image_id if hits else ""
 
 
-@router.post("/api/search/product/{product_id:path}", response_model=SearchResponse, responses=_errors(404, 422),
-             summary="More like this catalog product", tags=["search"])
+@router.post(
+    "/api/search/product/{product_id:path}",
+    response_model=SearchResponse,
+    responses=_errors(404, 422),
+    summary="More like this catalog product",
+    tags=["search"],
+)
 async def more_like_this(
     request: Request,
     product_id: str = Path(description="a catalog product id"),
@@ -168,8 +189,13 @@ def _product(engine: SearchEngine, product_id: str) -> list:
     return hits
 
 
-@router.get("/api/products/{product_id:path}", response_model=ProductResponse, responses=_errors(404),
-            tags=["catalog"], summary="A catalog product")
+@router.get(
+    "/api/products/{product_id:path}",
+    response_model=ProductResponse,
+    responses=_errors(404),
+    tags=["catalog"],
+    summary="A catalog product",
+)
 async def product(request: Request, product_id: str = Path(description="a catalog product id")) -> dict[str, Any]:
     """The product's metadata and its indexed images, each with its stored garments."""
     hits = await run_cpu(request, _product, request.app.state.engine, product_id)
@@ -177,15 +203,24 @@ async def product(request: Request, product_id: str = Path(description="a catalo
     for hit in hits:
         entry = images.setdefault(hit.image_id, {**_urls(request, hit.image_id), "garments": []})
         entry["garments"].append({"label": hit.label, "box": list(hit.box)})
-    return {"product_id": product_id, "category": hits[0].category, "metadata": hits[0].metadata,
-            "images": list(images.values())}
+    return {
+        "product_id": product_id,
+        "category": hits[0].category,
+        "metadata": hits[0].metadata,
+        "images": list(images.values()),
+    }
 
 
 def _health(engine: SearchEngine) -> dict[str, Any]:
     pipeline = engine.pipeline
-    body = {"status": "ok", "store_reachable": True, "models_loaded": pipeline.embedder is not None
-            and pipeline.detector is not None, "index_garments": 0,
-            "embedder": pipeline.embedder_spec.name, "detector": pipeline.detector_spec.name}
+    body = {
+        "status": "ok",
+        "store_reachable": True,
+        "models_loaded": pipeline.embedder is not None and pipeline.detector is not None,
+        "index_garments": 0,
+        "embedder": pipeline.embedder_spec.name,
+        "detector": pipeline.detector_spec.name,
+    }
     try:
         body["index_garments"] = engine.store.count()
     except Exception as exc:  # the report is the point: say unavailable rather than fail
@@ -196,8 +231,13 @@ def _health(engine: SearchEngine) -> dict[str, Any]:
     return body
 
 
-@router.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}}, tags=["service"],
-            summary="Liveness and readiness")
+@router.get(
+    "/healthz",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse}},
+    tags=["service"],
+    summary="Liveness and readiness",
+)
 async def healthz(request: Request) -> Any:
     """`ok` (200) when the store answers and the models are loaded, else `unavailable` (503)."""
     body = await run_cpu(request, _health, request.app.state.engine)
@@ -227,8 +267,12 @@ def _etag(path: str, image_id: str, variant: str) -> str:
     return f'"{image_id}-{variant}-{stat.st_size:x}-{stat.st_mtime_ns:x}"'
 
 
-@router.get("/api/images/{image_id}", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404)},
-            tags=["catalog"], summary="A catalog image")
+@router.get(
+    "/api/images/{image_id}",
+    responses={200: {"content": {"image/jpeg": {}}}, **_errors(404)},
+    tags=["catalog"],
+    summary="A catalog image",
+)
 async def catalog_image(request: Request, image_id: str) -> Response:
     """The original file of an indexed catalog image, by its id."""
     path = await run_cpu(request, _image_path, request, image_id)
@@ -256,10 +300,15 @@ def _thumbnail(request: Request, image_id: str, size: int) -> tuple[bytes, str]:
     return out.getvalue(), etag
 
 
-@router.get("/api/images/{image_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}, **_errors(404)},
-            tags=["catalog"], summary="A thumbnail of a catalog image")
-async def thumbnail(request: Request, image_id: str,
-                    size: int = Query(320, ge=32, le=1024, description="longest side in pixels")) -> Response:
+@router.get(
+    "/api/images/{image_id}/thumbnail",
+    responses={200: {"content": {"image/jpeg": {}}}, **_errors(404)},
+    tags=["catalog"],
+    summary="A thumbnail of a catalog image",
+)
+async def thumbnail(
+    request: Request, image_id: str, size: int = Query(320, ge=32, le=1024, description="longest side in pixels")
+) -> Response:
     """A JPEG of an indexed catalog image, at most `size` pixels on its longest side."""
     try:
         data, etag = await run_cpu(request, _thumbnail, request, image_id, size)

@@ -6,6 +6,7 @@ decodes, embeds or reads the store runs in worker threads, at most ``search_thre
 time, so the event loop keeps answering (health checks, thumbnails from cache) while searches
 run.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Hashable, Optional, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, ClassVar, Hashable, Mapping, Optional, TypeVar, Union
 
 import anyio
 from fastapi import FastAPI, Request
@@ -23,15 +24,20 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from fashion_search.engine import SearchEngine
+from fashion_search.errors import UsageError
 from fashion_search.web.errors import BodySizeLimit, CatchAll, install_error_handlers
 
 STATIC = Path(__file__).resolve().parent / "static"
 T = TypeVar("T")
 
 
+ENV_PREFIX = "FASHION_SEARCH_"
+
+
 @dataclass
 class Settings:
-    """Limits and tuning of one server. The defaults suit a public-facing shop search."""
+    """Limits and tuning of one server. The defaults suit a public-facing shop search; each can
+    be set from the environment (:meth:`from_env`), which suits containers and process managers."""
 
     max_upload_bytes: int = 10 * 1024 * 1024
     # Decoded pixels allowed per upload: a 40 MP photo is ~120 MB of RGB; a few-KB file that
@@ -42,6 +48,36 @@ class Settings:
     thumbnail_cache_entries: int = 2048
     image_max_age_s: int = 24 * 3600
     categories_ttl_s: float = 60.0
+
+    # Environment variable (after ENV_PREFIX) -> (field, how its text becomes the field's value).
+    ENVIRONMENT: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
+        "MAX_UPLOAD_MB": ("max_upload_bytes", lambda text: int(float(text) * 2**20)),
+        "MAX_PIXELS": ("max_pixels", int),
+        "THREADS": ("search_threads", int),
+        "THUMBNAIL_CACHE": ("thumbnail_cache_entries", int),
+        "IMAGE_MAX_AGE_S": ("image_max_age_s", int),
+        "CATEGORIES_TTL_S": ("categories_ttl_s", float),
+    }
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+        """The defaults, overridden by ``FASHION_SEARCH_MAX_UPLOAD_MB``, ``_MAX_PIXELS``,
+        ``_THREADS``, ``_THUMBNAIL_CACHE``, ``_IMAGE_MAX_AGE_S`` and ``_CATEGORIES_TTL_S``
+        where they are set."""
+        environ = os.environ if environ is None else environ
+        settings = cls()
+        for name, (attribute, parse) in cls.ENVIRONMENT.items():
+            text = environ.get(ENV_PREFIX + name, "").strip()
+            if not text:
+                continue
+            try:
+                value = parse(text)
+            except ValueError:
+                raise UsageError(f"{ENV_PREFIX}{name}={text!r} is not a number") from None
+            if value <= 0:
+                raise UsageError(f"{ENV_PREFIX}{name} must be positive, not {text}")
+            setattr(settings, attribute, value)
+        return settings
 
 
 class LruCache:

@@ -4,6 +4,7 @@ Clients never see a stack trace: unexpected exceptions become a bare 500 here an
 traceback goes to the log, and nothing re-raises them to the server (which would log them a
 second time).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _send_error(send: Send, status: int, code: str, message: str) -> None:
     body = json.dumps(error_body(code, message)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

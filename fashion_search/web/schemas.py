@@ -5,6 +5,7 @@ Search responses keep the CLI's ``--json`` schema (``query``, ``garments`` with 
 the server shows that catalog image at rather than a path on the server's disk, and each
 result also carries its ``image_id`` and a ``thumbnail`` URL.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -1,0 +1,96 @@
+"""Stand-ins for the shipped models and synthetic product photos, shared by the tests.
+
+Importing this module registers the stand-ins by name (``test-pixels``, ``test-slow-pixels``,
+``test-colour-garments``), so that a test, or a CLI run in a subprocess, can choose them like
+any other model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from fashion_search.embed import Embedder
+from fashion_search.garments import Garment, GarmentDetector
+from fashion_search.registry import DETECTORS, EMBEDDERS
+from fashion_search.vectors import l2_normalise
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Colours the stand-in detector reads as garment classes.
+COLOUR_CLASSES = {"skirt": (220, 20, 20), "top": (20, 20, 220), "footwear": (20, 200, 20), "knitwear": (200, 200, 20)}
+
+
+class PixelEmbedder(Embedder):
+    """A tiny deterministic embedder (a ``size`` x ``size`` colour thumbnail) so that pipeline
+    tests run in milliseconds and do not depend on the shipped CNN."""
+
+    name = "test-pixels"
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.dim = size * size * 3
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        rows = [
+            np.asarray(img.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR), np.float32).ravel()
+            - 127.5
+            for img in images
+        ]
+        return l2_normalise(np.stack(rows))
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "size": self.size}
+
+
+class SlowPixelEmbedder(PixelEmbedder):
+    """Takes its time per batch, so that a test can kill an index run in the middle."""
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        time.sleep(0.3)
+        return super().embed(images)
+
+
+class ColourGarmentDetector(GarmentDetector):
+    """A stand-in for the garment parser: pixels close to a class's colour are that garment, so
+    tests control exactly which garments a photo holds."""
+
+    name = "test-colour-garments"
+
+    def detect(self, image: Image.Image) -> list[Garment]:
+        rgb = np.asarray(image.convert("RGB"), np.int16)
+        found = []
+        for label, colour in COLOUR_CLASSES.items():
+            mask = np.abs(rgb - np.array(colour)).max(axis=2) < 40
+            if mask.sum() >= 4:
+                rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+                box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+                found.append(Garment(label=label, score=0.9, box=box, mask=mask))
+        return sorted(found, key=lambda g: -g.mask.sum())
+
+
+EMBEDDERS.register("test-pixels")(PixelEmbedder)
+EMBEDDERS.register("test-slow-pixels")(SlowPixelEmbedder)
+DETECTORS.register("test-colour-garments")(ColourGarmentDetector)
+
+
+def make_product(
+    colour: tuple[int, int, int],
+    size: tuple[int, int] = (64, 80),
+    shape: str = "box",
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """A synthetic product shot: a coloured shape on a plain background."""
+    image = Image.new("RGB", size, background)
+    w, h = size
+    pixels = image.load()
+    for y in range(h // 5, 4 * h // 5):
+        for x in range(w // 4, 3 * w // 4):
+            if shape == "box" or (shape == "stripes" and (y // 4) % 2 == 0):
+                pixels[x, y] = colour
+    return image

@@ -1,0 +1,136 @@
+"""The command line, run in-process: exit codes, JSON lines, error reporting."""
+
+import json
+
+import pytest
+
+from fashion_search.cli import main
+from tests.helpers import make_product
+
+
+def _index(tiny_catalog, db, capsys, *extra):
+    code = main(
+        ["index", str(tiny_catalog), "--db", str(db), "--embedder", "test-pixels", "--detector", "foreground", *extra]
+    )
+    return code, capsys.readouterr()
+
+
+def test_index_reports_counts_and_failures(tiny_catalog, tmp_path, capsys):
+    (tiny_catalog / "Tops" / "red-1" / "bad.jpg").write_bytes(b"garbage")
+    code, out = _index(tiny_catalog, tmp_path / "db", capsys)
+    assert code == 0
+    assert "5 indexed" in out.out and "1 failed" in out.out and "bad.jpg" in out.out
+    code, out = _index(tiny_catalog, tmp_path / "db", capsys)
+    assert "0 indexed" in out.out and "5 unchanged" in out.out
+
+
+def test_search_json_prints_one_line_per_query_and_errors_inline(tiny_catalog, tmp_path, capsys):
+    _index(tiny_catalog, tmp_path / "db", capsys)
+    good = tmp_path / "q.png"
+    make_product((20, 20, 200)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    code = main(["search", str(good), str(bad), str(good), "--db", str(tmp_path / "db"), "-k", "2", "--json"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1 and len(lines) == 3
+    assert lines[0]["garments"][0]["results"][0]["product_id"] == "blue-1"
+    assert "error" in lines[1] and lines[1]["query"] == str(bad)
+    assert lines[2]["garments"] == lines[0]["garments"]
+
+
+def test_csv_catalog_with_custom_columns(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    make_product((200, 0, 0)).save(tmp_path / "img" / "1.jpg")
+    make_product((0, 0, 200)).save(tmp_path / "img" / "2.jpg")
+    (tmp_path / "c.csv").write_text("file,sku,type,colour\nimg/1.jpg,S1,Tops,Red\nimg/2.jpg,S2,Tops,Blue\n")
+    assert (
+        main(
+            [
+                "index",
+                "--csv",
+                str(tmp_path / "c.csv"),
+                "--image-column",
+                "file",
+                "--product-id-column",
+                "sku",
+                "--category-column",
+                "type",
+                "--db",
+                str(tmp_path / "db"),
+                "--embedder",
+                "test-pixels",
+                "--detector",
+                "foreground",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    main(["search", str(tmp_path / "img" / "1.jpg"), "--db", str(tmp_path / "db"), "-k", "1", "--json"])
+    top = json.loads(capsys.readouterr().out)["garments"][0]["results"][0]
+    assert top["product_id"] == "S1" and top["metadata"] == {"colour": "Red"}
+
+
+def test_unknown_embedder_is_a_clear_error(tiny_catalog, tmp_path, capsys):
+    code = main(["index", str(tiny_catalog), "--db", str(tmp_path / "db"), "--embedder", "nope"])
+    assert code == 2 and "unknown embedder 'nope'" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback_while_user_errors_are_one_line(tiny_catalog, tmp_path, capsys, monkeypatch):
+    from fashion_search import engine
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the user's doing")
+
+    monkeypatch.setattr(engine.SearchEngine, "create", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["index", str(tiny_catalog), "--db", str(tmp_path / "db")])
+    assert main(["index", str(tiny_catalog), "--db", str(tmp_path / "db"), "--detector-option", "x=1"]) == 2
+    assert capsys.readouterr().err.startswith("fashion-search: error: --detector-option needs --detector NAME")
+
+
+def test_search_without_index_is_a_clear_error(tmp_path, capsys):
+    assert main(["search", "x.jpg", "--db", str(tmp_path / "missing")]) == 2
+    assert "fashion-search index" in capsys.readouterr().err
+
+
+def test_weights_without_an_embedder_name_is_refused(tiny_catalog, tmp_path, capsys):
+    code = main(["index", str(tiny_catalog), "--db", str(tmp_path / "db"), "--weights", "w.pth"])
+    assert code == 2 and "--weights needs --embedder" in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_resnet152_index_and_search_from_a_local_checkpoint(tiny_catalog, tmp_path, capsys):
+    torch = pytest.importorskip(
+        "torch", reason="torch is not installed (optional extra: pip install 'fashion-search[torch]')"
+    )
+    from fashion_search.embed.resnet import build_resnet152
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet152.pth"
+    torch.save(build_resnet152().state_dict(), weights)
+    db = str(tmp_path / "db")
+    assert main(["index", str(tiny_catalog), "--db", db, "--embedder", "resnet152", "--weights", str(weights)]) == 0
+    capsys.readouterr()
+    query = tiny_catalog / "Tops" / "blue-1" / "view0.jpg"
+    assert main(["search", str(query), "--db", db, "-k", "1", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["garments"][0]["results"][0]
+    assert top["product_id"] == "blue-1"
+    info = json.loads(json.dumps(__import__("fashion_search").SearchEngine.open(db).store.read_manifest()))
+    assert info["embedder"]["name"] == "resnet152" and info["dim"] == 2048
+
+
+def test_missing_resnet_weights_file_is_a_clear_error(tiny_catalog, tmp_path, capsys):
+    code = main(
+        [
+            "index",
+            str(tiny_catalog),
+            "--db",
+            str(tmp_path / "db"),
+            "--embedder",
+            "resnet152",
+            "--weights",
+            str(tmp_path / "nope.pth"),
+        ]
+    )
+    assert code == 2 and "nope.pth" in capsys.readouterr().err

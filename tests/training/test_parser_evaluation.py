@@ -1,0 +1,45 @@
+import numpy as np
+
+from fashion_search.garments import Garment, GarmentDetector
+from fashion_search.garments.taxonomy import GARMENT_CLASSES, ccp_lookup_table, class_index
+from fashion_search.training.datasets import ccp_names, load_ccp_photo
+from fashion_search.training.parser.evaluate import evaluate_segmentation, segmentation_ceiling
+
+PHOTOS = [701, 702, 703]
+
+
+class _TruthDetector(GarmentDetector):
+    """Returns each photo's labelled garments, one per class, at full resolution."""
+
+    name = "truth"
+
+    def __init__(self, ccp_root):
+        self.ccp_root, self.table, self.ids = ccp_root, ccp_lookup_table(ccp_names(ccp_root)), iter(PHOTOS)
+
+    def detect(self, image):
+        truth = np.asarray(load_ccp_photo(self.ccp_root, next(self.ids), self.table)[1])
+        return [
+            Garment(label=c, score=1.0, box=(0, 0, 1, 1), mask=truth == class_index(c))
+            for c in GARMENT_CLASSES
+            if (truth == class_index(c)).any()
+        ]
+
+
+def test_a_detector_that_returns_the_labelled_garments_scores_perfectly(shared_data):
+    report = evaluate_segmentation(_TruthDetector(shared_data / "ccp"), shared_data / "ccp", PHOTOS)
+    assert report.photos == 3 and report.box_counts
+    assert report.mean_iou == 1.0
+    assert set(report.box_recall.values()) == {1.0}
+
+
+def test_the_ceiling_reads_the_labels_off_the_parsers_canvas(shared_data):
+    report = segmentation_ceiling(shared_data / "ccp", PHOTOS)
+    # Shrinking to 448x288 and back costs only pixels along the borders; a misplaced letterbox
+    # or mask would cost whole garments.
+    assert 0.85 < report.mean_iou < 1.0
+    assert report.box_recall["footwear"] > 0.5
+
+
+def test_the_ceiling_applies_the_extractions_rules(shared_data):
+    report = segmentation_ceiling(shared_data / "ccp", PHOTOS, max_garments=0)
+    assert report.box_counts and set(report.box_recall.values()) == {0.0}

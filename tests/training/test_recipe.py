@@ -1,0 +1,44 @@
+"""Recipe files: the options of a training command, kept next to a model card."""
+
+import argparse
+
+import pytest
+
+from fashion_search.errors import UsageError
+from fashion_search.garments.parser import DEFAULT_MODEL
+from fashion_search.training.cli import _parse, build_parser, read_recipe, recipe_text
+
+
+def test_a_recipe_round_trips_strings_numbers_and_booleans(tmp_path):
+    options = {"ccp": '../shared/data/ccp "quoted"', "epochs": 20, "lr": 0.002, "cuda": False, "init": None}
+    (tmp_path / "r.toml").write_text(recipe_text(options, "A comment\non two lines."))
+    assert read_recipe(tmp_path / "r.toml") == {k: v for k, v in options.items() if v is not None}
+
+
+def test_recipe_options_are_defaults_that_the_command_line_overrides(tmp_path):
+    _, commands = build_parser()
+    (tmp_path / "r.toml").write_text(recipe_text({"epochs": 7, "hue": 0.25, "ccp": "photos"}))
+    args = _parse(commands["parser"], ["--recipe", str(tmp_path / "r.toml"), "--epochs", "9"])
+    assert (args.epochs, args.hue, args.ccp, args.frozen_blocks) == (9, 0.25, "photos", 5)
+
+
+def test_a_recipe_with_an_option_the_command_does_not_take_is_refused(tmp_path):
+    _, commands = build_parser()
+    (tmp_path / "r.toml").write_text("epochs = 3\nlearning_rate = 0.1\n")
+    with pytest.raises(UsageError, match="learning_rate"):
+        _parse(commands["parser"], ["--recipe", str(tmp_path / "r.toml")])
+    (tmp_path / "bad.toml").write_text("epochs = \n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        read_recipe(tmp_path / "bad.toml")
+
+
+def test_the_shipped_parser_has_its_recipe_next_to_its_model_card():
+    recipe = read_recipe(DEFAULT_MODEL.with_name("garment_parser.recipe.toml"))
+    assert DEFAULT_MODEL.with_name("GARMENT_PARSER.md").is_file()
+    _, commands = build_parser()
+    known = {action.dest for action in commands["parser"]._actions}
+    assert set(recipe) <= known and recipe["epochs"] == 20 and recipe["frozen_blocks"] == 5
+    assert isinstance(
+        _parse(commands["parser"], ["--recipe", str(DEFAULT_MODEL.with_name("garment_parser.recipe.toml"))]),
+        argparse.Namespace,
+    )
