@@ -1,10 +1,10 @@
 """How fast the parser's training views are made: in line, on threads, in worker processes.
 
-Prints a table. Usage:
+Prints a table and writes it as JSON (``--json``, default ``docs/results/bench_augment.json``). Usage:
     python benchmarks/bench_augment.py [--data ../shared/data] [--photos 80] [--views 640] [--workers 2]
 
 On a GPU the training step takes less than augmenting its batch, so these rates bound how many
-epochs fit in a GPU lease (`train-parser --loader-threads` / `--loader-processes`). Each mode is
+epochs fit in a GPU lease (`train parser --loader-threads` / `--loader-processes`). Each mode is
 timed three times over the same CCP street photos; the median is reported, with the speed-up over
 in-line augmentation measured in the same run.
 """
@@ -12,6 +12,8 @@ in-line augmentation measured in the same run.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import statistics
 import sys
@@ -47,6 +49,11 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=80)
     parser.add_argument("--views", type=int, default=640)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--json",
+        default=str(ROOT / "docs" / "results" / "bench_augment.json"),
+        help="where to write the figures ('' for nowhere)",
+    )
     args = parser.parse_args()
     ccp = Path(args.data) / "ccp"
     if not ccp.is_dir():
@@ -68,6 +75,23 @@ def main() -> None:
     for mode, values in rates.items():
         rate = statistics.median(values)
         print(f"| {mode} | {rate:.0f} | {1000 / rate:.2f} | {rate / base:.2f}x |")
+    if args.json:
+        record = {
+            "measured": {"date": datetime.date.today().isoformat(), "cores": os.cpu_count()},
+            "views": args.views,
+            "photos": len(examples),
+            "modes": [
+                {
+                    "mode": mode,
+                    "views_per_s": round(statistics.median(v), 1),
+                    "speed_up": round(statistics.median(v) / base, 2),
+                }
+                for mode, v in rates.items()
+            ],
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from fashion_search.catalog import CsvColumns, load_catalog
-from fashion_search.engine import SearchEngine
+from fashion_search.engine import SearchEngine, describe_index
 from fashion_search.errors import FashionSearchError, ImageError, UsageError
 from fashion_search.images import load_image
-from fashion_search.pipeline import CROP_MODES, DEFAULT_CROP, Component, model_files, pipeline_from_manifest
+from fashion_search.pipeline import CROP_MODES, DEFAULT_CROP, Component, model_files
 from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, Registry
 
 log = logging.getLogger("fashion_search")
@@ -250,39 +250,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def index_info(db: str) -> dict[str, Any]:
-    """What an index holds and which models built it, and whether the installed models are those
-    (``models_match``; ``differences`` says how they are not)."""
-    from fashion_search.store import open_store
-
-    store = open_store(db)
-    manifest = store.read_manifest()
-    if not manifest:
-        from fashion_search.errors import EmptyIndexError
-
-        raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
-    models = {role: manifest.get(role) for role in ("embedder", "detector")}
-    try:
-        differences = pipeline_from_manifest(manifest).differences(manifest)
-    except FashionSearchError as exc:  # the models it names cannot be loaded here
-        differences = [str(exc)]
-    return {
-        "db": db,
-        "format": manifest.get("format", 1),
-        "garments": store.count(),
-        "images": len(store.fingerprints()),
-        "categories": store.categories(),
-        "models": models,
-        "dim": manifest.get("dim"),
-        "crop": manifest.get("crop", DEFAULT_CROP),
-        "models_match": not differences,
-        "differences": differences,
-        "category_classes": manifest.get("category_classes", {}).get("shares", {}),
-    }
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    info = index_info(args.db)
+    info = describe_index(args.db)
     if args.json:
         print(json.dumps(info, ensure_ascii=False))
     elif not args.check:

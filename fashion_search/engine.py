@@ -12,11 +12,11 @@ import numpy as np
 
 from fashion_search.catalog import CatalogItem
 from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
-from fashion_search.errors import EmptyIndexError, UnknownProductError
+from fashion_search.errors import EmptyIndexError, FashionSearchError, UnknownProductError
 from fashion_search.garments import Garment, encode_mask
 from fashion_search.images import ImageSource, load_image
 from fashion_search.indexing import IndexReport, index_catalog
-from fashion_search.pipeline import Component, GarmentPipeline, pipeline_from_manifest
+from fashion_search.pipeline import DEFAULT_CROP, Component, GarmentPipeline, pipeline_from_manifest
 from fashion_search.store import Hit, VectorStore, open_store
 
 # Store filters for one lookup: catalog categories and garment labels (None: no filter).
@@ -312,3 +312,31 @@ class SearchEngine:
         t2 = time.perf_counter()
         timings = {"fetch": (t1 - t0) * 1e3, "lookup": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
         return SearchResult(query=f"product:{product_id}", garments=results, timings_ms=timings)
+
+
+def describe_index(db: str | os.PathLike) -> dict[str, Any]:
+    """What an index holds and which models built it, and whether the models found here are those
+    (``models_match``; ``differences`` says how they are not): what ``fashion-search info`` shows.
+    Unlike :meth:`SearchEngine.open`, it answers for an index built with other models too."""
+    store = open_store(str(db))
+    manifest = store.read_manifest()
+    if not manifest:
+        raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
+    models = {role: manifest.get(role) for role in ("embedder", "detector")}
+    try:
+        differences = pipeline_from_manifest(manifest).differences(manifest)
+    except FashionSearchError as exc:  # the models it names cannot be loaded here
+        differences = [str(exc)]
+    return {
+        "db": str(db),
+        "format": manifest.get("format", 1),
+        "garments": store.count(),
+        "images": len(store.fingerprints()),
+        "categories": store.categories(),
+        "models": models,
+        "dim": manifest.get("dim"),
+        "crop": manifest.get("crop", DEFAULT_CROP),
+        "models_match": not differences,
+        "differences": differences,
+        "category_classes": manifest.get("category_classes", {}).get("shares", {}),
+    }
