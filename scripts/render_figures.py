@@ -1,0 +1,321 @@
+#!/usr/bin/env python
+"""Render the figure tables of the README and the model cards from the measurements in
+``docs/results/*.json``.
+
+    python scripts/render_figures.py          # rewrite every figure block
+    python scripts/render_figures.py --check  # exit 1, naming each block that disagrees with its JSON
+
+A figure block is the text between ``<!-- figures:NAME -->`` and ``<!-- /figures -->``; NAME picks
+the table below. The JSON files are written by the commands that measure (``fashion-search eval
+--json``, ``fashion-search train evaluate-parser``, ``fashion-search train export-embedder
+--results``, ``benchmarks/*.py``), so a figure in the docs is always one that was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fashion_search.garments.taxonomy import GARMENT_CLASSES  # noqa: E402
+
+RESULTS = ROOT / "docs" / "results"
+DOCUMENTS = (
+    ROOT / "README.md",
+    ROOT / "fashion_search" / "garments" / "models" / "GARMENT_PARSER.md",
+    ROOT / "fashion_search" / "embed" / "models" / "MODEL_CARD.md",
+)
+BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def f3(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
+def interval(report: dict[str, Any], k: int) -> str:
+    lo, hi = report["recall_95ci"][f"R@{k}"]
+    return f"{report['recall'][f'R@{k}']:.3f} ({lo:.3f}-{hi:.3f})"
+
+
+# -- README ---------------------------------------------------------------------------------------
+
+
+def retrieval() -> str:
+    zalora, any_class, kaggle = load("eval_zalora"), load("eval_zalora_any_class"), load("eval_kaggle")
+    parser = load("garment_parser")
+    p10 = kaggle["precision"]
+    rows = [
+        [
+            f"Zalora ({zalora['images']} images, {zalora['multi_view_queries']} multi-view queries)",
+            "same-product R@1 (95% interval)",
+            interval(zalora, 1),
+            interval(any_class, 1),
+        ],
+        ["", "same-product R@5", interval(zalora, 5), interval(any_class, 5)],
+        ["", "same-product R@10", f3(zalora["recall"]["R@10"]), f3(any_class["recall"]["R@10"])],
+        ["", "category P@5", f3(zalora["precision"]["category"]["P@5"]), f3(any_class["precision"]["category"]["P@5"])],
+        [f"Kaggle ({kaggle['images']:,} product shots)", "articleType P@10", f3(p10["category"]["P@10"]), ""],
+        ["", "baseColour P@10", f3(p10["baseColour"]["P@10"]), ""],
+        ["", "subCategory P@10", f3(p10["subCategory"]["P@10"]), ""],
+        [
+            f"CCP street photos ({sum(parser['street_to_shop']['garments'].values()):,} garments) on Kaggle",
+            "street-to-shop P@10: results of the garment's class",
+            f3(parser["street_to_shop"]["overall"]),
+            "",
+        ],
+    ]
+    return table(["data", "measure", "default (class-aware)", "`--any-class`"], rows)
+
+
+def parser_summary() -> str:
+    parser = load("garment_parser")
+    seg, shots, tags = parser["segmentation"], parser["product_shots"]["groups"], parser["tags"]
+    targets = parser["target_classes"]
+    rows = [
+        [f"garment mean IoU, CCP validation photos 0701-0800 ({seg['photos']})", f3(seg["garment_mean_iou"])],
+        [f"box recall at IoU 0.5: {', '.join(targets)}", " / ".join(f"{seg['box_recall'][c]:.2f}" for c in targets)],
+        [
+            "held-out Kaggle product shots: exactly one garment, of the right class (no person / worn)",
+            f"{shots['all']['exactly_one_right']:.3f} ({shots['no person']['exactly_one_right']:.3f} / "
+            f"{shots['worn']['exactly_one_right']:.3f})",
+        ],
+        ["... the right class is the largest garment", f3(shots["all"]["largest_is_right"])],
+        ["CCP tag-only street photos: tagged garments found", f3(tags["overall_recall"])],
+        ["parse a 550x825 street photo, p50 (network + garments)", f"{parser['latency']['detect_p50_ms']} ms"],
+    ]
+    return table(["garment parser", "figure"], rows)
+
+
+def speed() -> str:
+    bench = load("bench_search")
+    index = bench["index"]
+    rows = [
+        [
+            f"indexing the Kaggle catalog ({index['images']:,} images; {index['garments_per_image']} garments stored "
+            "per image)",
+            f"{index['images_per_s']} images/s",
+            "",
+            "",
+            "",
+            "",
+        ]
+    ]
+    for run in bench["search"]:
+        lo, hi = run["p50_range_ms"]
+        rows.append(
+            [
+                f"search: {run['description']} ({run['garments_per_query']} garments found)",
+                f"p50 {run['p50_ms']} ms ({lo}-{hi})",
+                f"{run['p95_ms']} ms",
+                f"{run['detect_p50_ms']} ms",
+                f"{run['embed_p50_ms']} ms",
+                f"{run['lookup_p50_ms']} ms",
+            ]
+        )
+    return table(["", "rate, or p50 (range)", "p95", "detect p50", "embed p50", "store lookups p50"], rows)
+
+
+def store() -> str:
+    bench = load("bench_store")
+    rows = [[row["query"], row["k"], row["p50_ms"], row["p95_ms"], f3(row["recall"])] for row in bench["lookups"]]
+    return table(["query", "k", "p50 ms", "p95 ms", "Recall@k against exact search"], rows)
+
+
+def server() -> str:
+    bench = load("bench_server")
+    rows = [
+        [
+            run["clients"],
+            run["requests"],
+            run["errors"],
+            run["requests_per_s"],
+            f"{run['p50_ms']:.0f}",
+            f"{run['p95_ms']:.0f}",
+            run["rss_mb"],
+        ]
+        for run in bench["runs"]
+    ]
+    return table(["concurrent clients", "requests", "errors", "requests/s", "p50 ms", "p95 ms", "server RSS, MB"], rows)
+
+
+# -- the garment parser's card ----------------------------------------------------------------------
+
+
+def parser_segmentation() -> str:
+    parser = load("garment_parser")
+    seg, ceiling, targets = parser["segmentation"], parser["segmentation_ceiling"], parser["target_classes"]
+    rows = [
+        [
+            f"{c} (target)" if c in targets else c,
+            f3(seg["iou"].get(c)),
+            f3(seg["box_recall"].get(c)),
+            seg["box_counts"].get(c, 0),
+            f3(ceiling["iou"].get(c)),
+            f3(ceiling["box_recall"].get(c)),
+        ]
+        for c in GARMENT_CLASSES
+    ]
+    rows.append(
+        ["**garment mean IoU**", f"**{f3(seg['garment_mean_iou'])}**", "", "", f3(ceiling["garment_mean_iou"]), ""]
+    )
+    return table(["class", "IoU", "box recall", "boxes", "IoU ceiling", "box recall ceiling"], rows)
+
+
+def parser_catalog() -> str:
+    parser = load("garment_parser")
+    shots, tags, s2s = parser["product_shots"], parser["tags"], parser["street_to_shop"]
+    rows = [
+        [group, int(s["photos"]), f3(s["exactly_one_right"]), f3(s["right_class_found"]), f3(s["largest_is_right"])]
+        for group, s in shots["groups"].items()
+    ]
+    first = table(
+        [
+            "held-out Kaggle product shots",
+            "photos",
+            "exactly one garment, right class",
+            "right class found",
+            "largest garment right",
+        ],
+        rows,
+    )
+    rows = [
+        [
+            c,
+            tags["tagged"].get(c, 0),
+            f3(tags["recall"].get(c)),
+            f3(s2s["precision_at_10"].get(c)),
+            s2s["garments"].get(c, 0),
+        ]
+        for c in GARMENT_CLASSES
+        if c in tags["tagged"] or c in s2s["precision_at_10"]
+    ]
+    rows.append(
+        [
+            "**all**",
+            sum(tags["tagged"].values()),
+            f"**{f3(tags['overall_recall'])}**",
+            f"**{f3(s2s['overall'])}**",
+            sum(s2s["garments"].values()),
+        ]
+    )
+    second = table(
+        ["class", "tagged street photos", "found", "street-to-shop P@10 (Kaggle)", "garments searched"], rows
+    )
+    return first + "\n\n" + second
+
+
+def parser_file() -> str:
+    parser = load("garment_parser")
+    model, speed_, measured = parser["model"], parser["latency"], parser["measured"]
+    runs = ", ".join(str(v) for v in sorted(speed_["detect_p50_runs_ms"]))
+    return (
+        f"- File `{model['file']}`, {model['megabytes']} MB, sha256 `{model['sha256']}`; input "
+        f"{model['input_size'][0]}x{model['input_size'][1]} (h x w).\n"
+        f"- Parse p50 {speed_['detect_p50_ms']} ms, network alone {speed_['parse_p50_ms']} ms, p95 "
+        f"{speed_['detect_p95_ms']} ms ({speed_['photos']} CCP photos of about 550x825; median of "
+        f"{speed_['runs']} runs: {runs} ms). Measured {measured['date']} on {measured['machine']}."
+    )
+
+
+# -- the embedder's card --------------------------------------------------------------------------
+
+
+def embedder_file() -> str:
+    record = load("embedder")
+    model, weights = record["model"], record["weights"]
+    packages = ", ".join(f"{name} {version}" for name, version in sorted(record["packages"].items()))
+    return (
+        f"- File `{model['file']}`, {model['megabytes']} MB, opset {model['opset']}, sha256 `{model['sha256']}`.\n"
+        f"- From `{weights['file']}`, sha256 `{weights['sha256']}`; onnxruntime agrees with torch to "
+        f"{record['onnx_vs_torch_max_abs_diff']:.1e} (largest absolute difference).\n"
+        f"- Exported {record['measured']['date']} with {packages}."
+    )
+
+
+def embedder_latency() -> str:
+    latency = load("embedder")["latency"]
+    rows = [[f"model only, batch {b}", f"{latency[f'model_ms_per_image_b{b}']:.1f} ms / image"] for b in (1, 4, 16)]
+    if "decode_ms_per_image" in latency:
+        rows += [
+            [
+                f"JPEG decode ({int(latency['images'])} Zalora images)",
+                f"{latency['decode_ms_per_image']:.1f} ms / image",
+            ],
+            ["letterbox + normalise", f"{latency['preprocess_ms_per_image']:.1f} ms / image"],
+            [
+                f"decode + embed, batches of {int(latency['batch_size'])}",
+                f"{latency['end_to_end_images_per_s_flip_false']:.1f} images / s",
+            ],
+            ["the same with flip averaging", f"{latency['end_to_end_images_per_s_flip_true']:.1f} images / s"],
+        ]
+    return table([f"CPU latency ({int(latency['threads'])} threads)", ""], rows)
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "retrieval": retrieval,
+    "parser-summary": parser_summary,
+    "speed": speed,
+    "store": store,
+    "server": server,
+    "parser-segmentation": parser_segmentation,
+    "parser-catalog": parser_catalog,
+    "parser-file": parser_file,
+    "embedder-file": embedder_file,
+    "embedder-latency": embedder_latency,
+}
+
+
+def render(text: str) -> str:
+    def block(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in BLOCKS:
+            raise SystemExit(f"unknown figure block {name!r}; known: {', '.join(sorted(BLOCKS))}")
+        return match.group(1) + BLOCKS[name]() + "\n" + match.group(4)
+
+    return BLOCK.sub(block, text)
+
+
+def stale_blocks(path: Path) -> list[str]:
+    """Names of the figure blocks in ``path`` that differ from their JSON."""
+    text = path.read_text()
+    fresh = render(text)
+    old = {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
+    new = {m.group("name"): m.group("body") for m in BLOCK.finditer(fresh)}
+    return [name for name in old if old[name] != new[name]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    args = parser.parse_args(argv)
+    stale = {path: stale_blocks(path) for path in DOCUMENTS}
+    if args.check:
+        for path, names in stale.items():
+            for name in names:
+                print(
+                    f"{path.relative_to(ROOT)}: figures:{name} differs from docs/results (run scripts/render_figures.py)"
+                )
+        return 1 if any(stale.values()) else 0
+    for path in DOCUMENTS:
+        path.write_text(render(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
