@@ -12,8 +12,6 @@ in-line augmentation measured in the same run.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -24,6 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import results_json  # noqa: E402  (benchmarks/results_json.py)
 
 from fashion_search.training.datasets import ccp_ids  # noqa: E402
 from fashion_search.training.parser import data  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--json",
-        default=str(ROOT / "docs" / "results" / "bench_augment.json"),
+        default=results_json.default_path("bench_augment"),
         help="where to write the figures ('' for nowhere)",
     )
     args = parser.parse_args()
@@ -75,9 +75,9 @@ def main() -> None:
     for mode, values in rates.items():
         rate = statistics.median(values)
         print(f"| {mode} | {rate:.0f} | {1000 / rate:.2f} | {rate / base:.2f}x |")
-    if args.json:
-        record = {
-            "measured": {"date": datetime.date.today().isoformat(), "cores": os.cpu_count()},
+    results_json.write(
+        args.json,
+        {
             "views": args.views,
             "photos": len(examples),
             "modes": [
@@ -88,10 +88,8 @@ def main() -> None:
                 }
                 for mode, v in rates.items()
             ],
-        }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,6 @@ shots, Zalora photos and CCP street photos (several garments each).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -25,6 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import results_json  # noqa: E402  (benchmarks/results_json.py)
 
 from fashion_search import CsvColumns, SearchEngine, load_catalog  # noqa: E402
 from fashion_search.pipeline import Component  # noqa: E402
@@ -50,7 +49,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--json",
-        default=str(ROOT / "docs" / "results" / "bench_search.json"),
+        default=results_json.default_path("bench_search"),
         help="where to write the figures ('' for nowhere)",
     )
     args = parser.parse_args()
@@ -121,11 +120,7 @@ def main() -> None:
                 "lookup_p50_ms": round(median_of(key, "lookup", 50), 1),
             }
         )
-    results = {
-        "measured": {
-            "date": datetime.date.today().isoformat(),
-            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
-        },
+    record = {
         "models": {"embedder": engine.pipeline.embedder_spec.name, "detector": engine.pipeline.detector_spec.name},
         "index": {
             "catalog": "kaggle",
@@ -139,7 +134,7 @@ def main() -> None:
         "search": search,
     }
 
-    print(f"machine: {results['measured']['machine']}; index of {engine.store.count()} garments at {db}")
+    print(f"machine: {results_json.measured()['machine']}; index of {engine.store.count()} garments at {db}")
     print()
     print("| indexing | images | failed | seconds | images/s |")
     print("|---|---|---|---|---|")
@@ -160,10 +155,7 @@ def main() -> None:
             f"({lo:.1f}-{hi:.1f}) | {row['p95_ms']:.1f} | {row['detect_p50_ms']:.1f} | {row['embed_p50_ms']:.1f} | "
             f"{row['lookup_p50_ms']:.1f} |"
         )
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-        print(f"\nwrote {args.json}")
+    results_json.write(args.json, record)
     tmp.cleanup()
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import datetime
-import json
 import multiprocessing
 import os
 import platform
@@ -33,6 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench_server"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import results_json  # noqa: E402  (benchmarks/results_json.py)
 
 
 def fashion_search() -> list[str]:
@@ -151,7 +152,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit per concurrency level")
     parser.add_argument(
         "--json",
-        default=str(ROOT / "docs" / "results" / "bench_server.json"),
+        default=results_json.default_path("bench_server"),
         help="where to write the figures ('' for nowhere)",
     )
     args = parser.parse_args()
@@ -222,12 +223,9 @@ def main() -> None:
         f"warm-up, {memory_after['VmRSS']:.0f} MB after the runs (peak {memory_after['VmHWM']:.0f} MB)"
     )
     failed = [e for _, r, _ in rows for e in r["errors"]]
-    if args.json:
-        results = {
-            "measured": {
-                "date": datetime.date.today().isoformat(),
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            },
+    results_json.write(
+        args.json,
+        {
             "catalog": args.catalog,
             "index_garments": health["index_garments"],
             "photos": len(photos),
@@ -252,10 +250,8 @@ def main() -> None:
                 "after_runs": round(memory_after["VmRSS"]),
                 "peak": round(memory_after["VmHWM"]),
             },
-        }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        },
+    )
     if failed:
         print(f"errors: {sorted(set(failed))}")
         sys.exit(1)

@@ -22,7 +22,6 @@ generator is deterministic per chunk, and the store's own normalisation is re-ap
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -37,6 +36,8 @@ import numpy as np
 
 os.environ.setdefault("LANCEDB_LOG", "error")  # Lance's per-partition build warnings
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import results_json  # noqa: E402  (benchmarks/results_json.py)
 
 from fashion_search.store import VectorRow, open_store  # noqa: E402
 from fashion_search.store.lance import AnnParams, LanceVectorStore  # noqa: E402
@@ -187,7 +188,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--min-rows", type=int, help="ANN threshold (default: the store's)")
     ap.add_argument(
         "--json",
-        default=str(Path(__file__).resolve().parent.parent / "docs" / "results" / "bench_store.json"),
+        default=results_json.default_path("bench_store"),
         help="where to write the figures ('' for nowhere)",
     )
     args = ap.parse_args(argv)
@@ -452,12 +453,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("|---|---|---|---|---|")
     for label, k, p50, p95, recall in results:
         print(f"| {label} | {k} | {p50:.2f} | {p95:.2f} | {recall:.3f} |")
-    if args.json:
-        record = {
-            "measured": {
-                "date": datetime.date.today().isoformat(),
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            },
+    results_json.write(
+        args.json,
+        {
             "rows": args.rows,
             "dim": args.dim,
             "queries": args.queries,
@@ -473,10 +471,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 {"query": label, "k": k, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "recall": round(recall, 3)}
                 for label, k, p50, p95, recall in results
             ],
-        }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        },
+    )
     store.close()
     return 0
 
