@@ -1,4 +1,4 @@
-"""Loading the ONNX models the project serves: one session factory with one set of settings,
+"""Loading the ONNX models the project serves: one onnxruntime factory with one set of settings,
 one reader of the metadata a model file carries, one content hash that names a model file."""
 
 from __future__ import annotations
@@ -54,16 +54,16 @@ def onnx_session(path: str | os.PathLike, threads: Optional[int] = None) -> "onn
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about unused initializers are noise to users
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # onnxruntime's key
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own classes for files it cannot load
         raise ModelError(f"{path} is not an ONNX model onnxruntime can load: {exc}") from None
 
 
-def model_metadata(session: "onnxruntime.InferenceSession") -> dict[str, str]:
+def model_metadata(loaded: "onnxruntime.InferenceSession") -> dict[str, str]:
     """The ``fashion_search.*`` metadata of a loaded model, without the prefix."""
-    meta = session.get_modelmeta().custom_metadata_map
+    meta = loaded.get_modelmeta().custom_metadata_map
     return {key[len(METADATA_PREFIX) :]: value for key, value in meta.items() if key.startswith(METADATA_PREFIX)}
 
 

@@ -1,4 +1,4 @@
-"""The ONNX models the project serves: one session factory, and files that say what they are."""
+"""The ONNX models the project serves: one onnxruntime factory, and files that say what they are."""
 
 import numpy as np
 import pytest
@@ -15,16 +15,16 @@ def test_served_models_share_one_set_of_session_settings():
     # A search runs the parser, the embedder and the lookups back to back on few cores; a
     # model's spinning threads would take the cores from the next step.
     parser, embedder = GarmentParser(threads=2), OnnxCnnEmbedder(threads=2)
-    options = [session.get_session_options() for session in (parser.session, embedder._session)]
+    options = [session.get_session_options() for session in (parser._session, embedder._session)]
     for option in options:
-        assert option.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert option.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # onnxruntime's key
         assert option.intra_op_num_threads == 2 and option.inter_op_num_threads == 1
     assert len({(o.graph_optimization_level, o.execution_mode, o.log_severity_level) for o in options}) == 1
 
 
 def test_the_parser_reads_its_classes_size_and_scaling_from_its_file():
     parser = GarmentParser(threads=1)
-    meta = model_metadata(parser.session)
+    meta = model_metadata(parser._session)
     assert meta["classes"].split(",") == list(PARSER_CLASSES) and parser.classes == PARSER_CLASSES
     assert parser.input_size == (448, 288)
     # The scaling every parser so far was trained with, on 0..255 values: (x - 127/255) / (128/255).

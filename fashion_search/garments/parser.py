@@ -115,8 +115,8 @@ class GarmentParser(GarmentDetector):
         self.model_path = Path(model_path) if model_path else DEFAULT_MODEL
         if not self.model_path.is_file():
             raise ModelNotFoundError(f"garment parser model not found: {self.model_path}")
-        self.session = onnx_session(self.model_path, threads)
-        meta = model_metadata(self.session)
+        self._session = onnx_session(self.model_path, threads)
+        meta = model_metadata(self._session)
         self.classes = metadata_names(meta, "classes", self.model_path)
         check_names(self.classes, PARSER_CLASSES, "classes", self.model_path)
         height, width = metadata_floats(meta, "input_size", self.model_path, 2)
@@ -124,7 +124,7 @@ class GarmentParser(GarmentDetector):
         self.mean = metadata_floats(meta, "mean", self.model_path, 3)
         self.std = metadata_floats(meta, "std", self.model_path, 3)
         # Models exported with a fixed input size (older exports) always get the full canvas.
-        shape = self.session.get_inputs()[0].shape
+        shape = self._session.get_inputs()[0].shape
         self.dynamic_size = not all(isinstance(d, int) for d in shape[2:])
         self.threads = threads
         self.min_area = min_area
@@ -166,7 +166,7 @@ class GarmentParser(GarmentDetector):
         size = canvas_size(image.size, self.input_size) if self.dynamic_size else self.input_size
         canvas, _, (x, y, w, h) = letterbox(image.convert("RGB"), None, size)
         pixels = ((np.asarray(canvas, np.float32) - self._mean) / self._std).transpose(2, 0, 1)[None]
-        labels, confidence = self.session.run(None, {"pixels": np.ascontiguousarray(pixels)})
+        labels, confidence = self._session.run(None, {"pixels": np.ascontiguousarray(pixels)})
         return labels[0, y : y + h, x : x + w], confidence[0, y : y + h, x : x + w]
 
     def detect(self, image: Image.Image) -> list[Garment]:

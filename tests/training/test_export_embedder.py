@@ -60,8 +60,8 @@ def test_export_reproduces_shipped_model_and_records_its_measurements(tmp_path: 
     pixels = rng.uniform(-1, 1, (3, 3, script.IMAGE_SIZE, script.IMAGE_SIZE)).astype(np.float32)
     with torch.no_grad():
         expected = script.build_extractor().eval()(torch.from_numpy(pixels)).numpy()
-    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {script.INPUT_NAME: pixels})
+    exported = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    (got,) = exported.run(None, {script.INPUT_NAME: pixels})
     assert got.shape == (3, 1280)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
