@@ -144,7 +144,8 @@ class SearchEngine:
             pipeline = pipeline_from_manifest(manifest, embedder, detector, crop)
             if rebuild:
                 probe.clear()
-            else:
+            elif pipeline.differences(manifest):
+                # Counted only for the message: a full scan of the store (seconds at 1M rows).
                 images = len(probe.fingerprints())
                 pipeline.check(
                     manifest,
