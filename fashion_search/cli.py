@@ -8,9 +8,9 @@ import json
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from fashion_search.catalog import CsvColumns, load_catalog
+from fashion_search.catalog import CatalogItem, CsvColumns, load_catalog
 from fashion_search.engine import SearchEngine, describe_index
 from fashion_search.errors import FashionSearchError, ImageError, UsageError
 from fashion_search.images import load_image
@@ -161,38 +161,83 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from fashion_search.evaluation import evaluate_index
+def _cutoffs(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated whole numbers (e.g. 1,5,10), not {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{flag} takes comma-separated whole numbers of 1 or more, not {text!r}")
+    return values
 
-    items = _catalog(args)
+
+def _indexed_engine(args: argparse.Namespace, items: Sequence[CatalogItem]) -> SearchEngine:
+    """The index at ``--db``, with ``items`` indexed into it first (new or changed images only;
+    nothing is pruned, so an index of a larger catalog keeps its other images)."""
     embedder, detector = _components(args)
     engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop)
     report = engine.index(items, batch_size=args.batch_size, prune=False)
     if report.indexed:
         print(f"indexed {report.indexed} images first ({report.images_per_second:.1f} img/s)", file=sys.stderr)
+    return engine
+
+
+def _measured(engine: SearchEngine, same_class: bool) -> dict[str, Any]:
+    """What an evaluation's JSON says about how it was measured: the date and the models."""
+    manifest = engine.pipeline.manifest()
+    models = {
+        role: {"name": manifest[role]["name"], "files": dict(model_files(manifest[role]["identity"]))}
+        for role in ("embedder", "detector")
+    }
+    return {
+        "measured": datetime.date.today().isoformat(),
+        "models": models,
+        "crop": manifest["crop"],
+        "same_class": same_class,
+    }
+
+
+def _write_per_query(report: Any, path: Optional[str]) -> None:
+    from fashion_search.evaluation import write_per_query
+
+    if path:
+        lines = write_per_query(report, path)
+        print(f"wrote {lines} per-query outcomes to {path}", file=sys.stderr)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fashion_search.evaluation import evaluate_index
+
+    items = _catalog(args)
     labels = [c.strip() for c in args.labels.split(",") if c.strip()]
-    recall_at = [int(k) for k in args.recall_at.split(",")]
-    precision_at = [int(k) for k in args.precision_at.split(",")]
+    recall_at = _cutoffs(args.recall_at, "--recall-at")
+    precision_at = _cutoffs(args.precision_at, "--precision-at")
+    engine = _indexed_engine(args, items)
     result = evaluate_index(
         items, engine, recall_at=recall_at, labels=labels, precision_at=precision_at, same_class=not args.any_class
     )
+    _write_per_query(result, args.per_query)
     if args.json:
-        manifest = engine.pipeline.manifest()
-        models = {
-            role: {"name": manifest[role]["name"], "files": dict(model_files(manifest[role]["identity"]))}
-            for role in ("embedder", "detector")
-        }
-        print(
-            json.dumps(
-                {
-                    "measured": datetime.date.today().isoformat(),
-                    "models": models,
-                    "crop": manifest["crop"],
-                    "same_class": not args.any_class,
-                    **result.to_dict(),
-                }
-            )
-        )
+        print(json.dumps({**_measured(engine, not args.any_class), **result.to_dict()}))
+    else:
+        print(result.table())
+    return 0
+
+
+def cmd_eval_pairs(args: argparse.Namespace) -> int:
+    from fashion_search.evaluation import evaluate_pairs, read_query_pairs
+
+    pairs = read_query_pairs(args.pairs)
+    recall_at = _cutoffs(args.recall_at, "--recall-at")
+    if args.catalog or args.csv or args.metadata:
+        engine = _indexed_engine(args, _catalog(args))
+    else:
+        embedder, detector = _components(args)
+        engine = SearchEngine.open(args.db, embedder, detector, crop=args.crop)
+    result = evaluate_pairs(pairs, engine, recall_at=recall_at, same_class=not args.any_class, threads=args.threads)
+    _write_per_query(result, args.per_query)
+    if args.json:
+        print(json.dumps({**_measured(engine, not args.any_class), "pairs": args.pairs, **result.to_dict()}))
     else:
         print(result.table())
     return 0
@@ -384,7 +429,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--per-query",
+        metavar="FILE",
+        help="also write each query's outcome as JSON lines, to compare two runs query by query "
+        "(scripts/compare_runs.py)",
+    )
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "eval-pairs",
+        help="measure worn-to-shop recall: photos of people wearing catalog products",
+        description="Each photo of a CSV of photo,product_id pairs is searched as search does it, "
+        "with its garment that can match the product (the largest such), and the product's rank is "
+        "recorded. With a catalog (--catalog or --csv), it is indexed into --db first.",
+    )
+    _add_catalog_args(p, positional=False)
+    p.add_argument("--db", required=True)
+    p.add_argument(
+        "--pairs", required=True, help="CSV with columns photo (relative to the CSV's folder) and product_id"
+    )
+    _add_model_args(p)
+    _add_crop_arg(p)
+    p.add_argument("--recall-at", default="1,5,20")
+    p.add_argument(
+        "--any-class",
+        action="store_true",
+        help="measure search with --any-class (default: class-aware search, as search does)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="catalog images per indexing batch")
+    p.add_argument("--threads", type=int, default=2, help="photos decoded, parsed and looked up at once (default 2)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--per-query",
+        metavar="FILE",
+        help="also write each pair's outcome as JSON lines, to compare two runs pair by pair (scripts/compare_runs.py)",
+    )
+    p.set_defaults(func=cmd_eval_pairs)
 
     p = sub.add_parser("detect", help="find, classify and segment the garments in photos (no index needed)")
     p.add_argument("images", nargs="+", help="photo(s)")
@@ -428,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train, export and measure the models (needs the train extra)",
         add_help=False,
-        description="fashion-search train {parser,evaluate-parser,export-embedder} ...",
+        description="fashion-search train {parser,embedder,evaluate-parser,export-embedder} ...",
     )
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="a training command and its options (train --help)")
     p.set_defaults(func=cmd_train)

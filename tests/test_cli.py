@@ -134,3 +134,40 @@ def test_missing_resnet_weights_file_is_a_clear_error(tiny_catalog, tmp_path, ca
         ]
     )
     assert code == 2 and "nope.pth" in capsys.readouterr().err
+
+
+def test_eval_writes_per_query_outcomes(tiny_catalog, tmp_path, capsys):
+    per_query = tmp_path / "per-query.jsonl"
+    args = ["--catalog", str(tiny_catalog), "--db", str(tmp_path / "db"), "--embedder", "test-pixels"]
+    code = main(["eval", *args, "--detector", "foreground", "--recall-at", "1", "--per-query", str(per_query)])
+    assert code == 0
+    rows = [json.loads(line) for line in per_query.read_text().splitlines()]
+    # red-1's two views are the recall queries; each of the five images a category precision query.
+    assert sorted(row["key"].split("/")[-1] for row in rows if row["metric"] == "R@1") == ["VIEW1.PNG", "view0.jpg"]
+    assert sum(row["metric"] == "category P@5" for row in rows) == 5
+    assert main(["eval", *args, "--recall-at", "1,x"]) == 2
+    assert "--recall-at takes comma-separated whole numbers" in capsys.readouterr().err
+
+
+def test_eval_pairs_indexes_a_catalog_then_prints_recall_as_json(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    colours = {"P1": (200, 0, 0), "P2": (0, 0, 200), "P3": (0, 160, 0)}
+    for pid, colour in colours.items():
+        make_product(colour).save(tmp_path / "img" / f"{pid}.png")
+    (tmp_path / "catalog.csv").write_text(
+        "image,product_id,category\n" + "".join(f"img/{pid}.png,{pid},Tops\n" for pid in colours)
+    )
+    make_product((0, 0, 190), size=(70, 90)).save(tmp_path / "worn.png")
+    (tmp_path / "pairs.csv").write_text("photo,product_id\nworn.png,P2\nworn.png,P9\n")
+    db, per_query = str(tmp_path / "db"), tmp_path / "pairs.jsonl"
+    common = ["eval-pairs", "--db", db, "--pairs", str(tmp_path / "pairs.csv"), "--recall-at", "1,2", "--json"]
+    models = ["--embedder", "test-pixels", "--detector", "foreground"]
+    assert main([*common, "--csv", str(tmp_path / "catalog.csv"), *models, "--per-query", str(per_query)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recall"] == {"R@1": 1.0, "R@2": 1.0} and result["queries"] == 1 and result["skipped"] == 1
+    assert result["measured"] and result["models"]["embedder"]["name"] == "test-pixels" and result["same_class"]
+    assert [json.loads(line)["metric"] for line in per_query.read_text().splitlines()] == ["R@1", "R@2"]
+    # Without a catalog, the index is opened as it is, with the models that built it.
+    assert main([*common, "--any-class"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["recall"] == result["recall"] and again["same_class"] is False
