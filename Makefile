@@ -72,6 +72,7 @@ lint: install
 
 # Benchmarks write docs/results/bench_*.json; `make figures` renders them into the README.
 bench: install
+	$(PY) benchmarks/bench_embed.py
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_server.py

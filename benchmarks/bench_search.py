@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--db", help="index location (default: a temporary folder)")
     parser.add_argument("--detector", help="garment detector by registry name (default: the default detector)")
+    parser.add_argument("--embedder", help="embedder by registry name (default: the default embedder)")
     parser.add_argument(
         "--repeat",
         type=int,
@@ -61,7 +62,11 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     db = args.db or str(Path(tmp.name) / "bench.lance")
 
-    engine = SearchEngine.create(db, detector=Component(args.detector, {}) if args.detector else None)
+    engine = SearchEngine.create(
+        db,
+        embedder=Component(args.embedder) if args.embedder else None,
+        detector=Component(args.detector) if args.detector else None,
+    )
     t0 = time.perf_counter()
     report = engine.index(catalog)
     index_seconds = time.perf_counter() - t0

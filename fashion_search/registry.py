@@ -121,6 +121,7 @@ EMBEDDERS: Registry = Registry(
         "efficientnet-lite2": "fashion_search.embed.onnx_cnn",
         "efficientnet-lite2+colour": "fashion_search.embed.colour",
         "colour-histogram": "fashion_search.embed.colour",
+        "garment-head": "fashion_search.embed.garment_head",
         "resnet152": "fashion_search.embed.resnet",
     },
 )
@@ -136,7 +137,7 @@ DETECTORS: Registry = Registry(
 # Stores are keyed by URI scheme; a bare path means the embedded default.
 STORES: Registry = Registry("vector store", {"lancedb": "fashion_search.store.lance"})
 
-DEFAULT_EMBEDDER = "efficientnet-lite2+colour"
+DEFAULT_EMBEDDER = "garment-head"
 DEFAULT_DETECTOR = "parser"
 DEFAULT_STORE_SCHEME = "lancedb"
 

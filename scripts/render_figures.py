@@ -30,6 +30,7 @@ DOCUMENTS = (
     ROOT / "README.md",
     ROOT / "fashion_search" / "garments" / "models" / "GARMENT_PARSER.md",
     ROOT / "fashion_search" / "embed" / "models" / "MODEL_CARD.md",
+    ROOT / "fashion_search" / "embed" / "models" / "GARMENT_HEAD.md",
 )
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
@@ -57,10 +58,23 @@ def interval(report: dict[str, Any], k: int) -> str:
 
 
 def retrieval() -> str:
-    zalora, any_class, kaggle = load("eval_zalora"), load("eval_zalora_any_class"), load("eval_kaggle")
-    parser = load("garment_parser")
+    zalora, any_class, comparison = load("eval_zalora"), load("eval_zalora_any_class"), load("embedder_comparison")
+    run = comparison["runs"][comparison["b"]]
+    kaggle, worn, street = run["kaggle"], run["worn_to_shop"], run["street_to_shop"]
     p10 = kaggle["precision"]
+
+    def worn_recall(k: int) -> str:
+        lo, hi = worn["recall_95ci"][f"R@{k}"]
+        return f"{worn['recall'][f'R@{k}']:.3f} ({lo:.3f}-{hi:.3f})"
+
     rows = [
+        [
+            f"VITON validation ({worn['queries']:,} model photos, 1,000 tops)",
+            "worn-to-shop R@1 (95% interval)",
+            worn_recall(1),
+            "",
+        ],
+        ["", "worn-to-shop R@5 / R@20", f"{worn_recall(5)} / {worn_recall(20)}", ""],
         [
             f"Zalora ({zalora['images']} images, {zalora['multi_view_queries']} multi-view queries)",
             "same-product R@1 (95% interval)",
@@ -70,36 +84,86 @@ def retrieval() -> str:
         ["", "same-product R@5", interval(zalora, 5), interval(any_class, 5)],
         ["", "same-product R@10", f3(zalora["recall"]["R@10"]), f3(any_class["recall"]["R@10"])],
         ["", "category P@5", f3(zalora["precision"]["category"]["P@5"]), f3(any_class["precision"]["category"]["P@5"])],
-        [f"Kaggle ({kaggle['images']:,} product shots)", "articleType P@10", f3(p10["category"]["P@10"]), ""],
+        [f"Kaggle ({kaggle['images']:,} held-out product shots)", "articleType P@10", f3(p10["category"]["P@10"]), ""],
         ["", "baseColour P@10", f3(p10["baseColour"]["P@10"]), ""],
         ["", "subCategory P@10", f3(p10["subCategory"]["P@10"]), ""],
         [
-            f"CCP street photos ({sum(parser['street_to_shop']['garments'].values()):,} garments) on Kaggle",
+            f"CCP street photos ({street['garments']:,} garments) on those Kaggle shots",
             "street-to-shop P@10: results of the garment's class",
-            f3(parser["street_to_shop"]["overall"]),
+            f3(street["P@10"]),
             "",
         ],
     ]
     return table(["data", "measure", "default (class-aware)", "`--any-class`"], rows)
 
 
-def parser_summary() -> str:
-    parser = load("garment_parser")
-    seg, shots, tags = parser["segmentation"], parser["product_shots"]["groups"], parser["tags"]
-    targets = parser["target_classes"]
-    rows = [
-        [f"garment mean IoU, CCP validation photos 0701-0800 ({seg['photos']})", f3(seg["garment_mean_iou"])],
-        [f"box recall at IoU 0.5: {', '.join(targets)}", " / ".join(f"{seg['box_recall'][c]:.2f}" for c in targets)],
-        [
-            "held-out Kaggle product shots: exactly one garment, of the right class (no person / worn)",
-            f"{shots['all']['exactly_one_right']:.3f} ({shots['no person']['exactly_one_right']:.3f} / "
-            f"{shots['worn']['exactly_one_right']:.3f})",
-        ],
-        ["... the right class is the largest garment", f3(shots["all"]["largest_is_right"])],
-        ["CCP tag-only street photos: tagged garments found", f3(tags["overall_recall"])],
-        ["parse a 550x825 street photo, p50 (network + garments)", f"{parser['latency']['detect_p50_ms']} ms"],
-    ]
-    return table(["garment parser", "figure"], rows)
+# Paired measures of scripts/compare_embedders.py, in the order the tables show them.
+COMPARED = (
+    ("viton R@1", "worn-to-shop R@1, VITON validation"),
+    ("viton R@5", "worn-to-shop R@5"),
+    ("viton R@20", "worn-to-shop R@20"),
+    ("zalora R@1", "Zalora same-product R@1"),
+    ("zalora R@5", "Zalora same-product R@5"),
+    ("zalora category P@5", "Zalora category P@5"),
+    ("kaggle category P@10", "Kaggle held-out articleType P@10"),
+    ("kaggle baseColour P@10", "Kaggle held-out baseColour P@10"),
+    ("kaggle subCategory P@10", "Kaggle held-out subCategory P@10"),
+    ("styles R@10", "Kaggle same style, other colour R@10"),
+    ("street street-to-shop P@10", "CCP street-to-shop P@10"),
+)
+
+
+def embedder_comparison() -> str:
+    record = load("embedder_comparison")
+    paired = record["paired"]
+    rows = []
+    for key, name in COMPARED:
+        r = paired[key]
+        lo, hi = r["95ci"]
+        rows.append(
+            [name, f"{r['queries']:,}", f3(r["a"]), f3(r["b"]), f"{r['difference']:+.3f} ({lo:+.3f} to {hi:+.3f})"]
+        )
+    header = ["measure (same queries)", "queries", f"`{record['a']}`", f"`{record['b']}`", "difference (95% interval)"]
+    a, b = (record["runs"][record[side]]["kaggle_index"] for side in ("a", "b"))
+    return table(header, rows) + (
+        f"\n\nThe index of that Kaggle catalog ({b['garments']:,} garments) takes {a['megabytes_per_1000_garments']:.1f} "
+        f"MB per 1,000 garments on disk with `{record['a']}` and {b['megabytes_per_1000_garments']:.1f} MB with "
+        f"`{record['b']}`. Measured {record['measured']}."
+    )
+
+
+def embedder_speed() -> str:
+    record = load("bench_embed")
+    rows = []
+    for r in record["embedders"]:
+        lo, hi = r["ms_per_garment_range"]
+        rows.append(
+            [
+                f"`{r['embedder']}`",
+                r["dim"],
+                f"{r['ms_per_garment_p50']:.1f} ({lo:.1f}-{hi:.1f})",
+                f"{r['ratio_to_first']:.2f}",
+                f"{r['vector_kib_per_1000_garments']:,.0f} KiB",
+            ]
+        )
+    header = ["embedder", "dim", "ms per garment, p50 (range)", "ratio", "vectors per 1,000 garments"]
+    return table(header, rows) + (
+        f"\n\n{record['garments']} parser crops of Kaggle shots and VITON photos, {record['passes']} passes "
+        f"alternating the embedders, batches of {record['batch_size']}; measured {record['measured']['date']} on "
+        f"{record['measured']['machine']}."
+    )
+
+
+def head_file() -> str:
+    record = load("garment_head")
+    return (
+        f"- File `garment_head.onnx`, {record['megabytes']} MB, sha256 `{record['sha256']}`; it runs on the "
+        f"backbone `efficientnet_lite2_features.onnx` (sha256 `{record['backbone_sha256'][:12]}…`).\n"
+        f"- Trained {record['trained']} on {record['pairs']:,} VITON pairs and {record['labelled_shots']:,} Kaggle "
+        f"shots ({record['article_types']} article types, {record['colours']} colours), {record['epochs']} epochs: "
+        f"{record['minutes']:.0f} min on {record['hardware']}, {record['feature_minutes']:.0f} of them computing "
+        f"backbone features; onnxruntime agrees with torch to {record['export_max_abs_error']:.1e}."
+    )
 
 
 def speed() -> str:
@@ -269,7 +333,6 @@ def embedder_latency() -> str:
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "retrieval": retrieval,
-    "parser-summary": parser_summary,
     "speed": speed,
     "store": store,
     "server": server,
@@ -278,6 +341,9 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "parser-file": parser_file,
     "embedder-file": embedder_file,
     "embedder-latency": embedder_latency,
+    "embedder-comparison": embedder_comparison,
+    "embedder-speed": embedder_speed,
+    "head-file": head_file,
 }
 
 

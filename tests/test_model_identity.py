@@ -87,3 +87,23 @@ def test_an_index_from_before_model_identities_is_refused_with_the_rebuild_comma
     assert main(["search", str(next(tiny_catalog.rglob("*.jpg"))), "--db", db]) == 2
     err = capsys.readouterr().err
     assert "did not record which model weights" in err and f"--db {db} --rebuild" in err
+
+
+def test_an_index_built_with_the_previous_default_embedder_keeps_searching_with_it(tiny_catalog, tmp_path, capsys):
+    db = str(tmp_path / "old.lance")
+    previous = ["--embedder", "efficientnet-lite2+colour", "--detector", "whole-image"]
+    assert main(["index", str(tiny_catalog), "--db", db, *previous]) == 0
+    capsys.readouterr()
+    # Search, info --check and a re-index without model options use the models the index records.
+    assert main(["info", "--db", db, "--check"]) == 0
+    assert main(["index", str(tiny_catalog), "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tiny_catalog / "Tops" / "red-1" / "view0.jpg"), "--db", db, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["garments"][0]["results"][0]["product_id"] == "red-1"
+    assert json.loads(_info(db, capsys))["models"]["embedder"]["name"] == "efficientnet-lite2+colour"
+
+
+def _info(db, capsys):
+    assert main(["info", "--db", db, "--json"]) == 0
+    return capsys.readouterr().out

@@ -100,7 +100,7 @@ def cnn_and_colour(
     batch_size: int = 4,
     flip: bool = False,
 ) -> Embedder:
-    """The default: EfficientNet-Lite2 features (options as ``efficientnet-lite2``) with the
+    """The previous default: EfficientNet-Lite2 features (options as ``efficientnet-lite2``) with the
     colour histogram at ``colour_weight``."""
     cnn = EMBEDDERS.create(
         "efficientnet-lite2", model_path=model_path, threads=threads, batch_size=batch_size, flip=flip

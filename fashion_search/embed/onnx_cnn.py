@@ -1,4 +1,5 @@
-"""The default embedder: ImageNet EfficientNet-Lite2 features, served by onnxruntime on CPU.
+"""ImageNet EfficientNet-Lite2 features, served by onnxruntime on CPU: the backbone of the default
+embedder (``garment_head.py``) and, with a colour histogram, the previous default.
 
 The ONNX file ships as package data (see ``models/MODEL_CARD.md`` for provenance, licence and the
 retrieval measurements behind its pooling), so searching needs neither torch nor a download.

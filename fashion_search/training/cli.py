@@ -54,6 +54,10 @@ def recipe_text(options: dict[str, Any], comment: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def missing_train_extra(exc: ImportError) -> MissingDependencyError:
+    return MissingDependencyError(f"training needs the train extra: pip install 'fashion-search[train]' ({exc})")
+
+
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     """Arguments, with a ``--recipe`` file's options as defaults that the command line overrides."""
     first, _ = parser.parse_known_args(argv)
@@ -202,9 +206,7 @@ def cmd_parser(args: argparse.Namespace) -> int:
     try:
         from fashion_search.training.parser.train import TrainConfig, train_parser, write_training_examples
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"training needs the train extra: pip install 'fashion-search[train]' ({exc})"
-        ) from exc
+        raise missing_train_extra(exc) from exc
 
     logging.getLogger("fashion_search").setLevel(logging.INFO)
     if not (args.ccp or args.examples):
@@ -277,6 +279,117 @@ def cmd_export_embedder(args: argparse.Namespace) -> int:
     return export_and_measure(args.output, args.pooling, args.evaluate, args.benchmark, args.results)
 
 
+EMBEDDER_RECIPE_OPTIONS = ("viton", "exclude_ids", "pairs", "kaggle", "detector", "colour_weight", "limit")
+
+
+HEAD_OPTIONS = (
+    "dim",
+    "hidden",
+    "epochs",
+    "batch_size",
+    "lr",
+    "temperature",
+    "self_view_weight",
+    "type_weight",
+    "colour_label_weight",
+    "seed",
+)
+
+
+def _embedder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--recipe",
+        help="TOML file of options (the shipped head's: fashion_search/embed/models/garment_head.recipe.toml)",
+    )
+    p.add_argument("--viton", help="VITON folder (pairs.csv, photos/, parse/, products/): worn-to-shop pairs")
+    p.add_argument(
+        "--exclude-ids",
+        help="file of VITON ids to leave out, one per line (the validation split: splits/viton_validation_ids.txt)",
+    )
+    p.add_argument(
+        "--pairs",
+        action="append",
+        default=[],
+        help="CSV of your own pairs: photo (worn, or another view), product (the product photo), optional "
+        "product_id; photos are cropped by the garment parser (repeatable)",
+    )
+    p.add_argument(
+        "--kaggle",
+        help="folder of product shots with labels.csv (articleType, baseColour): keeps kinds and colours apart "
+        "(only the training half of its ids; the other half measures)",
+    )
+    p.add_argument(
+        "--detector",
+        default="parser",
+        help="garment detector that cuts worn and product photos as search and indexing cut them (default: "
+        "parser; whole-image: worn photos by their parse map's box, else whole, product photos whole)",
+    )
+    p.add_argument("--output", help="run folder: feature cache, checkpoint, garment_head.onnx, training.json")
+    p.add_argument("--colour-weight", type=float, default=0.5, help="scale of the colour histogram in the head's input")
+    p.add_argument("--dim", type=int, default=256, help="embedding size (default 256)")
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=0.05, help="InfoNCE temperature at the start (learned)")
+    p.add_argument("--self-view-weight", type=float, default=0.5, help="weight of product-vs-own-view loss")
+    p.add_argument("--type-weight", type=float, default=1.0, help="weight of the article type loss (--kaggle)")
+    p.add_argument("--colour-label-weight", type=float, default=1.0, help="weight of the colour loss (--kaggle)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (smoke runs, timing)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="cpu", help="torch device for the head, e.g. cuda (default: cpu)")
+    p.add_argument(
+        "--results",
+        help=f"also write the model's record as JSON here (the shipped head's: {RESULTS_DIR / 'garment_head.json'})",
+    )
+
+
+def cmd_embedder(args: argparse.Namespace) -> int:
+    try:
+        from fashion_search.training.embedder.train import EmbedderRun, train_embedder
+    except ImportError as exc:
+        raise missing_train_extra(exc) from exc
+
+    logging.getLogger("fashion_search").setLevel(logging.INFO)
+    if not (args.viton or args.pairs):
+        raise UsageError("train embedder needs pairs: --viton DIR and/or --pairs CSV")
+    if not args.output:
+        raise UsageError("train embedder needs --output (the run folder)")
+    run = EmbedderRun(
+        output=Path(args.output),
+        viton=args.viton,
+        exclude_ids=args.exclude_ids,
+        pairs=args.pairs.split(",") if isinstance(args.pairs, str) else list(args.pairs),
+        kaggle=args.kaggle,
+        detector=args.detector,
+        colour_weight=args.colour_weight,
+        limit=args.limit,
+        threads=args.threads,
+        device=args.device,
+    )
+    # The head's own settings are the HeadConfig fields; the rest of the recipe says what it learns from.
+    config_options = {key: getattr(args, key) for key in HEAD_OPTIONS}
+    report = train_embedder(run, config_options)
+    options = {key: getattr(args, key) for key in (*EMBEDDER_RECIPE_OPTIONS, *HEAD_OPTIONS)}
+    options["pairs"] = ",".join(run.pairs) or None
+    (run.output / "recipe.toml").write_text(
+        recipe_text(
+            options,
+            "Recipe of this garment head: `fashion-search train embedder --recipe recipe.toml --output DIR`\n"
+            "reruns it (see training.json for the run's own record).",
+        )
+    )
+    if args.results:
+        from fashion_search.training.embedder.train import model_record
+
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(model_record(report), indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.results}", file=sys.stderr)
+    print(json.dumps({k: report[k] for k in ("pairs", "minutes", "model")} | {"last": report["history"][-1]}))
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The command's parser, and each subcommand's by name."""
     from fashion_search.embed.onnx_cnn import DEFAULT_MODEL_PATH
@@ -292,6 +405,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p = sub.add_parser("parser", help="train the garment parser on Clothing Co-Parsing (+ product shots)")
     _parser_args(p)
     p.set_defaults(func=cmd_parser)
+
+    p = sub.add_parser(
+        "embedder", help="train the garment head on worn-to-shop pairs (VITON, your own CSV) and product shots"
+    )
+    _embedder_args(p)
+    p.set_defaults(func=cmd_embedder)
 
     p = sub.add_parser(
         "evaluate-parser",

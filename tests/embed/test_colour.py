@@ -24,8 +24,8 @@ def test_plain_image_uses_all_pixels():
     assert np.isclose(np.linalg.norm(vector), 1.0) and vector.max() > 0.99
 
 
-def test_default_embedder_combines_cnn_and_colour_into_unit_vectors():
-    embedder = create_embedder()
+def test_cnn_and_colour_embedder_combines_both_into_unit_vectors():
+    embedder = create_embedder("efficientnet-lite2+colour")
     assert embedder.name == "efficientnet-lite2+colour" and embedder.dim == 1280 + 72
     vectors = embedder.embed([make_product((200, 20, 20)), make_product((20, 20, 200)), make_product((190, 30, 30))])
     assert vectors.shape == (3, embedder.dim)

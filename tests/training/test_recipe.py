@@ -42,3 +42,18 @@ def test_the_shipped_parser_has_its_recipe_next_to_its_model_card():
         _parse(commands["parser"], ["--recipe", str(DEFAULT_MODEL.with_name("garment_parser.recipe.toml"))]),
         argparse.Namespace,
     )
+
+
+def test_the_shipped_garment_head_has_its_recipe_next_to_its_model_card():
+    from fashion_search.embed.garment_head import DEFAULT_HEAD_PATH
+
+    path = DEFAULT_HEAD_PATH.with_name("garment_head.recipe.toml")
+    recipe = read_recipe(path)
+    assert DEFAULT_HEAD_PATH.with_name("GARMENT_HEAD.md").is_file()
+    _, commands = build_parser()
+    known = {action.dest for action in commands["embedder"]._actions}
+    assert set(recipe) <= known
+    # The validation split is never trained on.
+    assert recipe["exclude_ids"] == "splits/viton_validation_ids.txt"
+    args = _parse(commands["embedder"], ["--recipe", str(path), "--output", "run"])
+    assert (args.dim, args.viton, args.output) == (128, "../shared/data/viton", "run")

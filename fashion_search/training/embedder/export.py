@@ -153,49 +153,73 @@ def strip_export_metadata(model_proto) -> None:
     model_proto.doc_string = ""
 
 
-def export_onnx(output: Path, pooling: str = DEFAULT_POOLING, weights: Path | None = None) -> Path:
+def save_onnx(
+    model: Any,
+    example: Any,
+    output: Path,
+    names: tuple[str, str],
+    input_arg: str,
+    metadata: dict[str, str],
+    producer: str,
+) -> Path:
+    """Export ``model`` (batch dimension dynamic) as one self-contained ONNX file the project's
+    onnxruntime loads, with ``metadata`` under the project's prefix; written atomically."""
     import onnx
     import torch
 
-    model = build_extractor(pooling, weights)
-    example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    from fashion_search.runtime import METADATA_PREFIX
+
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     torch.onnx.export(
         model,
         (example,),
         str(tmp),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        input_names=[names[0]],
+        output_names=[names[1]],
         opset_version=OPSET,
         dynamo=True,
         verbose=False,
         external_data=False,  # one self-contained file for package data
-        dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}},
+        dynamic_shapes={input_arg: {0: torch.export.Dim("batch")}},
     )
     proto = onnx.load(str(tmp))
     strip_export_metadata(proto)
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
-    # The runtime reads these so that preprocessing can never drift from what the model expects.
-    meta = {
-        "fashion_search.model": MODEL_NAME,
-        "fashion_search.pooling": "gem3" if pooling == "gem" else pooling,
-        "fashion_search.image_size": str(IMAGE_SIZE),
-        "fashion_search.mean": ",".join(repr(v) for v in MEAN),
-        "fashion_search.std": ",".join(repr(v) for v in STD),
-        "fashion_search.letterbox_fill": "255,255,255",
-    }
     del proto.metadata_props[:]
-    for key, value in meta.items():
+    for key, value in metadata.items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "fashion-search train export-embedder"
+        entry.key, entry.value = METADATA_PREFIX + key, str(value)
+    proto.producer_name = producer
     proto.ir_version = IR_VERSION
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(tmp))
     os.replace(tmp, output)
     return output
+
+
+def export_onnx(output: Path, pooling: str = DEFAULT_POOLING, weights: Path | None = None) -> Path:
+    import torch
+
+    # The runtime reads these so that preprocessing can never drift from what the model expects.
+    meta = {
+        "model": MODEL_NAME,
+        "pooling": "gem3" if pooling == "gem" else pooling,
+        "image_size": str(IMAGE_SIZE),
+        "mean": ",".join(repr(v) for v in MEAN),
+        "std": ",".join(repr(v) for v in STD),
+        "letterbox_fill": "255,255,255",
+    }
+    return save_onnx(
+        build_extractor(pooling, weights),
+        torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE),
+        output,
+        (INPUT_NAME, OUTPUT_NAME),
+        "pixels",
+        meta,
+        "fashion-search train export-embedder",
+    )
 
 
 def verify(onnx_path: Path, pooling: str, images: Sequence | None = None) -> float:
