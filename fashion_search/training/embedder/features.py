@@ -1,9 +1,9 @@
 """Head inputs for the training examples, computed once through the serving code and cached.
 
 The backbone is frozen (the head learns on top of the shipped ImageNet features), so each view
-of each example goes through it once: features are computed by
-:meth:`GarmentHeadEmbedder.features`' own code path, in chunks saved as they finish, so an
-interrupted run resumes where it stopped. Augmentation is therefore per view rather than per
+of each example goes through it once, by :class:`~fashion_search.embed.garment_head.HeadInputs`,
+the code search runs, in chunks saved as they finish, so an interrupted run resumes where it
+stopped. Augmentation is therefore per view rather than per
 epoch: a worn crop with its box jittered and maybe mirrored, and a second, cropped and maybe
 mirrored view of each product photo.
 """
