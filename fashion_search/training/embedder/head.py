@@ -250,11 +250,11 @@ def verify_export(head: Any, onnx_path: Path, in_dim: int) -> float:
     from fashion_search.embed.garment_head import HEAD_INPUT, HEAD_OUTPUT
     from fashion_search.runtime import onnx_session
 
-    session = onnx_session(onnx_path, 1)
+    model = onnx_session(onnx_path, 1)
     x = np.random.default_rng(0).standard_normal((5, in_dim)).astype(np.float32) * 0.05
     with torch.no_grad():
         expected = head(torch.from_numpy(x)).numpy()
-    (got,) = session.run([HEAD_OUTPUT], {HEAD_INPUT: x})
+    (got,) = model.run([HEAD_OUTPUT], {HEAD_INPUT: x})
     return float(np.abs(got - expected).max())
 
 
