@@ -123,6 +123,53 @@ CCP_TO_CLASS: dict[str, Optional[str]] = {
     },
 }
 
+# LIP's 20 labels (VITON's parse maps, made by a LIP-trained parsing model), by label id.
+LIP_LABELS: tuple[str, ...] = (
+    "background",
+    "hat",
+    "hair",
+    "glove",
+    "sunglasses",
+    "upper-clothes",
+    "dress",
+    "coat",
+    "socks",
+    "pants",
+    "jumpsuit",
+    "scarf",
+    "skirt",
+    "face",
+    "left-arm",
+    "right-arm",
+    "left-leg",
+    "right-leg",
+    "left-shoe",
+    "right-shoe",
+)
+
+# LIP label -> the parser classes its pixels may be (more than one where LIP does not tell them
+# apart: its upper-clothes are T-shirts and jumpers alike, its pants trousers and shorts alike;
+# training accepts any of them there rather than teach a wrong hard label). Jumpsuits are
+# one-pieces, ``dress`` here as in CCP. Gloves have no class and are ignored. LIP has no bag or
+# belt label, so a bag in a VITON photo is labelled background: rare in studio shots of tops.
+LIP_TO_CLASSES: dict[str, Optional[tuple[str, ...]]] = {
+    "background": ("background",),
+    "hat": ("hat",),
+    "hair": ("hair",),
+    "glove": None,
+    "sunglasses": ("eyewear",),
+    "upper-clothes": ("top", "knitwear"),
+    "dress": ("dress",),
+    "coat": ("outerwear",),
+    "socks": ("legwear",),
+    "pants": ("trousers", "shorts"),
+    "jumpsuit": ("dress",),
+    "scarf": ("scarf",),
+    "skirt": ("skirt",),
+    **{n: ("skin",) for n in ("face", "left-arm", "right-arm", "left-leg", "right-leg")},
+    **{n: ("footwear",) for n in ("left-shoe", "right-shoe")},
+}
+
 # Kaggle (Myntra) article types -> parser class; used to add product shots to training and to
 # judge street-to-shop results. Article types that are no garment class (watches, perfume,
 # underwear) are absent.

@@ -174,6 +174,29 @@ def _parser_args(p: argparse.ArgumentParser) -> None:
         help="turn the hue of garment pixels (not skin, hair or background) by up to this fraction of the "
         "colour circle in each training view, one turn per view (0.5: any hue; default 0: none)",
     )
+    p.add_argument(
+        "--viton",
+        help="VITON folder (pairs.csv, photos/, parse/): its studio photos and LIP parse maps join training, "
+        "at their own size",
+    )
+    p.add_argument(
+        "--viton-per-epoch",
+        type=int,
+        default=0,
+        help="VITON photos drawn afresh for each epoch (default 0: all of them every epoch)",
+    )
+    p.add_argument(
+        "--exclude-ids",
+        help="file of VITON ids never to train on, one per line (the shared validation split: "
+        "splits/viton_validation_ids.txt)",
+    )
+    p.add_argument(
+        "--pixel-scaling",
+        choices=("backbone", "legacy"),
+        default="backbone",
+        help="input scaling: backbone, (x - 127) / 128 as the ImageNet backbone was pretrained (default); "
+        "legacy, the one parsers before 2026-12-01 were trained with",
+    )
 
 
 # The options of `train parser` that make a model (not where it is written or how fast), as a
@@ -199,6 +222,10 @@ RECIPE_OPTIONS = (
     "jaccard_weight",
     "hue",
     "minutes",
+    "viton",
+    "viton_per_epoch",
+    "exclude_ids",
+    "pixel_scaling",
 )
 
 
@@ -240,6 +267,10 @@ def cmd_parser(args: argparse.Namespace) -> int:
         backbone_lr=args.backbone_lr,
         worn_per_class=args.worn_per_class,
         teacher=args.teacher,
+        viton_root=args.viton,
+        viton_per_epoch=args.viton_per_epoch,
+        exclude_ids=args.exclude_ids,
+        pixel_scaling=args.pixel_scaling,
     )
     if args.write_examples:
         print(json.dumps(write_training_examples(config, Path(args.write_examples))))
@@ -262,7 +293,9 @@ def cmd_parser(args: argparse.Namespace) -> int:
 def cmd_evaluate_parser(args: argparse.Namespace) -> int:
     from fashion_search.training.parser.report import measure_parser
 
-    results = measure_parser(Path(args.data), Path(args.model), args.kaggle_db, args.tag_limit, args.latency_runs)
+    results = measure_parser(
+        Path(args.data), Path(args.model), args.kaggle_db, args.tag_limit, args.latency_runs, Path(args.viton_ids)
+    )
     text = json.dumps(results, indent=1, sort_keys=True)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -423,6 +456,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "--kaggle-db",
         default=".cache/kaggle-parser.lance",
         help="index of the Kaggle catalog built with this parser, for street-to-shop (built if missing)",
+    )
+    p.add_argument(
+        "--viton-ids",
+        default="splits/viton_validation_ids.txt",
+        help="VITON validation ids to score parse maps on, when DATA/viton is there (default: the shared split)",
     )
     p.add_argument("--tag-limit", type=int, default=None, help="only the first N tagged street photos")
     p.add_argument("--latency-runs", type=int, default=5, help="repeat the latency pass; the median p50 is reported")

@@ -35,11 +35,15 @@ from fashion_search.garments.taxonomy import (
     lookalikes,
 )
 from fashion_search.training.datasets import (
+    LABEL_SETS,
     ccp_names,
     is_kaggle_holdout,
+    lip_lookup_table,
     load_ccp_photo,
+    load_viton_photo,
     product_mask,
     skin_share,
+    viton_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,7 @@ MAX_ZOOM = 2.4
 class Example:
     image: Image.Image  # RGB
     labels: Image.Image  # "L", parser class ids (IGNORE where unknown)
-    kind: str  # "street" or "product"
+    kind: str  # "street", "product" or "studio" (VITON's model photos)
 
 
 def load_ccp(ccp_root: Path, ids: list[int], max_height: Optional[int] = None) -> list[Example]:
@@ -64,6 +68,17 @@ def load_ccp(ccp_root: Path, ids: list[int], max_height: Optional[int] = None) -
             size = (round(photo.width * max_height / photo.height), max_height)
             photo, labels = photo.resize(size, Image.BILINEAR), labels.resize(size, Image.NEAREST)
         examples.append(Example(photo, labels, "street"))
+    return examples
+
+
+def load_viton(viton_root: Path, exclude: set[str], limit: int = 0) -> list[Example]:
+    """VITON's studio photos of models with their parse maps (LIP labels mapped by
+    :func:`~fashion_search.training.datasets.lip_lookup_table`, some to ``LABEL_SETS``), minus
+    the ``exclude`` ids (the validation split both the parser and the embedder leave out)."""
+    table = lip_lookup_table()
+    ids = viton_ids(viton_root, exclude)[: limit or None]
+    examples = [Example(*load_viton_photo(viton_root, i, table), "studio") for i in ids]
+    log.info("VITON studio photos: %d (%d ids left out)", len(examples), len(exclude))
     return examples
 
 
@@ -131,7 +146,7 @@ def load_product_shots(
     return _kaggle_shots(kaggle_root, per_class, seed, holdout, lambda cls: True, label, "product shots")
 
 
-GARMENT_IDS = np.asarray([class_index(name) for name in GARMENT_CLASSES])
+GARMENT_IDS = np.asarray([class_index(name) for name in GARMENT_CLASSES] + list(LABEL_SETS))
 
 
 def rotate_garment_hue(pixels: np.ndarray, labels: np.ndarray, turn: float) -> np.ndarray:
@@ -163,6 +178,10 @@ def augment(
         # photos of worn products are cropped far tighter than CCP's full-body shots.
         scale = rng.uniform(0.7, 1.3) if rng.random() < 0.5 else rng.uniform(1.3, MAX_ZOOM)
         offset = (rng.uniform(0, 1), rng.uniform(0, 1))
+    elif example.kind == "studio":
+        # Trained at their own size, as they are parsed (photos smaller than the canvas are not
+        # enlarged), with mild zoom: the model already fills the frame.
+        scale, offset = rng.uniform(0.8, 1.25), (rng.uniform(0, 1), rng.uniform(0, 1))
     else:  # product shots appear anywhere from a thumbnail-in-a-frame to filling it
         scale, offset = rng.uniform(0.45, 1.0), (rng.uniform(0, 1), rng.uniform(0, 1))
     if rng.random() < 0.5:

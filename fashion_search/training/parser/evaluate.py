@@ -72,6 +72,12 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     return inter / union if union else 0.0
 
 
+def mask_box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+    """The box (x0, y0, x1, y1) around a mask's pixels, None for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
+
+
 def predicted_labels(garments: Sequence[Garment], shape: tuple[int, int]) -> np.ndarray:
     """Per-pixel class ids painted from garment masks, smallest garment on top; pixels no garment
     covers are background (skin and hair are not garments and count as background for garment
@@ -270,3 +276,102 @@ def evaluate_tags(detector: GarmentDetector, ccp_root: Path, limit: Optional[int
         "overall_recall": round(sum(found.values()) / max(1, sum(tagged.values())), 4),
         "untagged_share": round(extra / max(1, detected), 4),
     }
+
+
+# VITON's parse maps, scored in the classes LIP tells apart: its upper-clothes may be a top or
+# knitwear and its pants trousers or shorts, so those pairs are scored as one.
+VITON_GROUPS: dict[str, tuple[str, ...]] = {
+    "top or knitwear": ("top", "knitwear"),
+    "outerwear": ("outerwear",),
+    "dress": ("dress",),
+    "skirt": ("skirt",),
+    "trousers or shorts": ("trousers", "shorts"),
+    "legwear": ("legwear",),
+    "footwear": ("footwear",),
+    "hat": ("hat",),
+    "scarf": ("scarf",),
+    "eyewear": ("eyewear",),
+}
+
+
+@dataclass
+class VitonReport:
+    photos: int
+    iou: dict[str, float]
+    pixels: dict[str, int]
+    top_found: float  # photos whose upper-clothes region is matched (box IoU >= 0.5) by a top or knitwear
+    top_read_as: dict[str, float]  # the class of the garment that best covers the upper clothes
+
+    @property
+    def mean_iou(self) -> float:
+        values = [v for v in self.iou.values() if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "photos": self.photos,
+            "mean_iou": round(self.mean_iou, 4),
+            "iou": {k: round(v, 4) for k, v in self.iou.items()},
+            "truth_pixels": self.pixels,
+            "top_found": round(self.top_found, 4),
+            "top_read_as": {k: round(v, 4) for k, v in sorted(self.top_read_as.items(), key=lambda kv: -kv[1])},
+        }
+
+
+def evaluate_viton(
+    detector: GarmentDetector, viton_root: Path, ids: Sequence[str], min_truth_pixels: int = 20_000
+) -> VitonReport:
+    """Garment IoU of ``detector``'s garments against VITON's parse maps (made by a parsing model,
+    not by people) on ``ids`` (the validation split), in ``VITON_GROUPS``; groups with fewer than
+    ``min_truth_pixels`` labelled pixels over all photos are too rare to score. Also, for the top
+    every VITON photo shows: how often a top-like garment's box matches it, and which class the
+    garment covering most of it is given (what class-aware search then searches)."""
+    from fashion_search.training.datasets import LABEL_SETS, lip_lookup_table, load_viton_photo
+
+    names = list(VITON_GROUPS)
+    n = len(names) + 1  # 0: background, skin and hair
+    group_of_class = np.zeros(256, np.int64)
+    for g, classes in enumerate(VITON_GROUPS.values(), start=1):
+        for cls in classes:
+            group_of_class[class_index(cls)] = g
+        for code, members in LABEL_SETS.items():
+            if members == classes:
+                group_of_class[code] = g
+    group_of_class[IGNORE] = -1
+    table = lip_lookup_table()
+    top_code = next(code for code, members in LABEL_SETS.items() if members == ("top", "knitwear"))
+    matrix = np.zeros((n, n), np.int64)
+    found = 0
+    read_as: dict[str, int] = defaultdict(int)
+    for photo_id in ids:
+        photo, labels = load_viton_photo(Path(viton_root), photo_id, table)
+        truth = np.asarray(labels)
+        garments = detector.detect(photo)
+        pred = group_of_class[predicted_labels(garments, truth.shape)]
+        truth_g = group_of_class[truth]
+        keep = truth_g >= 0
+        matrix += np.bincount(truth_g[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
+        top = truth == top_code
+        if top.any():
+            box = mask_box(top)
+            # Whole boxes on both sides: hair or a strap often splits a top into regions.
+            boxes = [mask_box(g.mask) for g in garments if g.label in ("top", "knitwear") and g.mask is not None]
+            found += any(box_iou(box, b) >= 0.5 for b in boxes if b is not None)
+            cover = [(int((g.mask & top).sum()), g.label) for g in garments if g.mask is not None]
+            best = max(cover, default=(0, "nothing"))
+            read_as[best[1] if best[0] > 0 else "nothing"] += 1
+    inter = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - inter
+    truth_pixels = matrix.sum(1)
+    iou = {
+        name: float(inter[g] / union[g]) for g, name in enumerate(names, start=1) if truth_pixels[g] >= min_truth_pixels
+    }
+    photos = len(ids)
+    tops = max(1, sum(read_as.values()))
+    return VitonReport(
+        photos,
+        iou,
+        {name: int(truth_pixels[g]) for g, name in enumerate(names, start=1)},
+        found / tops,
+        {k: v / tops for k, v in read_as.items()},
+    )

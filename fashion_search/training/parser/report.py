@@ -8,6 +8,8 @@ its model card's and the README's tables are rendered by ``scripts/render_figure
 - CCP validation photos 701-800: per-class IoU, garment mean IoU, box recall at IoU 0.5, and the
   same for a perfect label map on the parser's canvas through its garment extraction (the ceiling);
 - held-out Kaggle product shots: exactly one garment of the right class;
+- VITON validation photos (``--viton-ids``, when ``DATA/viton`` is there): garment IoU against
+  their parse maps (made by a model), how often their top is found and which class it is given;
 - CCP tag-only photos 1005-1204: share of tagged garments found, and street-to-shop precision@10:
   searching the Kaggle catalog (indexed with the parser into ``--kaggle-db``), the share of each
   detected garment's 10 results whose article type belongs to the garment's class;
@@ -36,6 +38,7 @@ from fashion_search.training.parser.evaluate import (
     evaluate_product_shots,
     evaluate_segmentation,
     evaluate_tags,
+    evaluate_viton,
     segmentation_ceiling,
 )
 
@@ -107,8 +110,23 @@ def latency(parser: GarmentParser, data: Path, runs: int = 5) -> dict:
     }
 
 
+def viton_validation(parser: GarmentParser, data: Path, ids_file: Optional[Path]) -> dict[str, Any]:
+    """``{"viton_validation": ...}`` on the ids listed in ``ids_file``; empty without VITON's folder."""
+    from fashion_search.training.embedder.pairs import read_ids
+
+    if ids_file is None or not (data / "viton" / "pairs.csv").is_file():
+        return {}
+    ids = sorted(read_ids(ids_file))
+    return {"viton_validation": {**evaluate_viton(parser, data / "viton", ids).to_dict(), "ids": str(ids_file)}}
+
+
 def measure_parser(
-    data: Path, model: Path, kaggle_db: str, tag_limit: Optional[int] = None, latency_runs: int = 5
+    data: Path,
+    model: Path,
+    kaggle_db: str,
+    tag_limit: Optional[int] = None,
+    latency_runs: int = 5,
+    viton_ids: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Every figure of the parser at ``model``, with what was measured and when."""
     parser = GarmentParser(model_path=model)
@@ -133,6 +151,7 @@ def measure_parser(
         },
         "product_shots": evaluate_product_shots(parser, data / "kaggle").to_dict(),
         "tags": evaluate_tags(parser, data / "ccp", tag_limit),
+        **viton_validation(parser, data, viton_ids),
         "latency": latency(parser, data, latency_runs),
     }
     results["street_to_shop"] = street_to_shop(data, kaggle_db, model, tag_limit)
