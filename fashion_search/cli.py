@@ -377,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="index (or refresh) a catalog")
     _add_catalog_args(p)
-    p.add_argument("--db", required=True, help="index location: a path or lancedb://path")
+    p.add_argument(
+        "--db",
+        required=True,
+        help="index location: a folder (or lancedb://path), or postgresql://user@host:5432/db?table=garments",
+    )
     _add_model_args(p)
     _add_crop_arg(p)
     p.add_argument("--batch-size", type=int, default=64)

@@ -110,6 +110,7 @@ class SearchEngine:
         vectors): right for a serving process, wasted on a one-shot search.
         """
         store = open_store(str(db))
+        db = shown_location(db, store)
         manifest = store.read_manifest()
         if not manifest:
             raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
@@ -139,6 +140,7 @@ class SearchEngine:
         which never mixes two models' vectors in one index); ``rebuild=True`` empties it first,
         so that the next :meth:`index` re-embeds every image with the models at hand."""
         probe = open_store(str(db))
+        shown = shown_location(db, probe)
         manifest = probe.read_manifest()
         if manifest:
             pipeline = pipeline_from_manifest(manifest, embedder, detector, crop)
@@ -149,7 +151,7 @@ class SearchEngine:
                 images = len(probe.fingerprints())
                 pipeline.check(
                     manifest,
-                    str(db),
+                    shown,
                     f"Re-embed its {images} images with these models by running the "
                     "same `fashion-search index` command with --rebuild (it empties "
                     "the index first), or index into a new --db.",
@@ -315,11 +317,18 @@ class SearchEngine:
         return SearchResult(query=f"product:{product_id}", garments=results, timings_ms=timings)
 
 
+def shown_location(db: str | os.PathLike, store: VectorStore) -> str:
+    """How messages name an index: as the user wrote it for a folder, by the store's own URI for a
+    server, which leaves out any password the user's URI held."""
+    return str(db) if store.uri.startswith("lancedb://") else store.uri
+
+
 def describe_index(db: str | os.PathLike) -> dict[str, Any]:
     """What an index holds and which models built it, and whether the models found here are those
     (``models_match``; ``differences`` says how they are not): what ``fashion-search info`` shows.
     Unlike :meth:`SearchEngine.open`, it answers for an index built with other models too."""
     store = open_store(str(db))
+    db = shown_location(db, store)
     manifest = store.read_manifest()
     if not manifest:
         raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")

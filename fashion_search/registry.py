@@ -135,7 +135,15 @@ DETECTORS: Registry = Registry(
     },
 )
 # Stores are keyed by URI scheme; a bare path means the embedded default.
-STORES: Registry = Registry("vector store", {"lancedb": "fashion_search.store.lance"})
+STORES: Registry = Registry(
+    "vector store",
+    {
+        "lancedb": "fashion_search.store.lance",
+        # PostgreSQL with pgvector, for indexes shared by several processes (the postgres extra).
+        "postgresql": "fashion_search.store.postgres",
+        "postgres": "fashion_search.store.postgres",
+    },
+)
 
 DEFAULT_EMBEDDER = "garment-head"
 DEFAULT_DETECTOR = "parser"

@@ -11,6 +11,20 @@ import numpy as np
 
 from fashion_search.registry import DEFAULT_STORE_SCHEME, STORES
 
+# VectorRow's fields every store keeps in columns of their own, beside its vector.
+ROW_FIELDS: tuple[str, ...] = (
+    "image_id",
+    "garment",
+    "image",
+    "product_id",
+    "category",
+    "label",
+    "score",
+    "box",
+    "fingerprint",
+    "metadata",
+)
+
 
 @dataclass
 class VectorRow:
@@ -152,7 +166,8 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 
 def open_store(uri: str, dim: Optional[int] = None, **options: Any) -> VectorStore:
     """Open the store named by ``uri``: ``lancedb://path`` or a plain path for the embedded
-    default; other schemes resolve through the store registry."""
+    default, ``postgresql://user@host:5432/dbname?table=garments`` for PostgreSQL with
+    pgvector; other schemes resolve through the store registry."""
     match = _SCHEME.match(str(uri))
     scheme, location = (match.group(1).lower(), match.group(2)) if match else (DEFAULT_STORE_SCHEME, str(uri))
     return STORES.create(scheme, location=location, dim=dim, **options)

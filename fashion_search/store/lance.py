@@ -39,7 +39,7 @@ from lancedb import index as lidx  # noqa: E402
 
 from fashion_search.errors import StoreError, UsageError  # noqa: E402
 from fashion_search.registry import STORES  # noqa: E402
-from fashion_search.store import Hit, VectorRow, VectorStore  # noqa: E402
+from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore  # noqa: E402
 from fashion_search.vectors import l2_normalise  # noqa: E402
 
 GARMENTS = "garments"
@@ -50,18 +50,7 @@ MANIFEST = "manifest"
 # read, so one packed column instead of eight cuts a k=48 lookup at 1M rows from ~9.7 to
 # ~5.9 ms (k=10: ~5.7 to ~4.0 ms). The separate columns stay for filters, scans and
 # iter_rows; both are written from the same VectorRow.
-_ROW_FIELDS = [
-    "image_id",
-    "garment",
-    "image",
-    "product_id",
-    "category",
-    "label",
-    "score",
-    "box",
-    "fingerprint",
-    "metadata",
-]
+_ROW_FIELDS = list(ROW_FIELDS)
 # Which columns get scalar indexes, and which kind: bitmaps suit the few distinct values of
 # category/label, B-trees the near-unique ids (row_id speeds up the merge join of upserts).
 _SCALAR_INDEXES = {

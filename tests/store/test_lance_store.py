@@ -1,54 +1,16 @@
-"""Behaviour of the embedded LanceDB store, on tiny data."""
+"""Behaviour of the embedded LanceDB store that other stores do not share (its commits, paths
+and IVF index), on tiny data; the common contract is in test_store_contract.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
 
-from fashion_search.errors import UsageError
-from fashion_search.store import Hit, VectorRow, VectorStore, open_store
+from fashion_search.store import VectorRow, open_store
 from fashion_search.store.lance import LanceVectorStore
-
-DIM = 16
-
-
-def unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    return v / np.linalg.norm(v)
-
-
-def row(
-    image_id: str,
-    garment: int = 0,
-    vector: Optional[np.ndarray] = None,
-    product_id: Optional[str] = None,
-    category: str = "tops",
-    label: str = "shirt",
-    fingerprint: str = "fp1",
-    seed: int = 0,
-) -> VectorRow:
-    if vector is None:
-        vector = np.random.default_rng(abs(hash((image_id, garment, seed))) % 2**32).standard_normal(DIM)
-    return VectorRow(
-        image_id=image_id,
-        garment=garment,
-        image=f"/catalog/{image_id}.jpg",
-        product_id=product_id or f"prod-{image_id}",
-        category=category,
-        label=label,
-        score=0.75,
-        box=(0.1, 0.2, 0.9, 1.0),
-        fingerprint=fingerprint,
-        metadata={"title": f"title of {image_id}", "price": 10},
-        vector=np.asarray(vector, np.float32),
-    )
+from tests.store.rows import DIM, exact_top, random_rows, row
 
 
 @pytest.fixture
@@ -56,28 +18,6 @@ def store(tmp_path: Path) -> LanceVectorStore:
     s = open_store(f"lancedb://{tmp_path / 'db'}", dim=DIM)
     assert isinstance(s, LanceVectorStore)
     return s
-
-
-def random_rows(
-    n: int, seed: int = 0, categories=("tops", "shoes", "bags"), labels=("shirt", "boot")
-) -> list[VectorRow]:
-    rng = np.random.default_rng(seed)
-    return [
-        row(
-            f"img{i:04d}",
-            vector=rng.standard_normal(DIM),
-            product_id=f"p{i // 2:04d}",
-            category=categories[i % len(categories)],
-            label=labels[(i // 3) % len(labels)],
-        )
-        for i in range(n)
-    ]
-
-
-def exact_top(rows: list[VectorRow], query: np.ndarray, k: int, keep=lambda r: True) -> list[str]:
-    kept = [r for r in rows if keep(r)]
-    sims = np.stack([unit(r.vector) for r in kept]) @ unit(query)
-    return [kept[i].row_id for i in np.argsort(-sims)[:k]]
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -91,73 +31,7 @@ def test_plain_path_and_lancedb_uri_open_the_same_store(tmp_path: Path) -> None:
     assert b.count() == 1 and b.dim == DIM
 
 
-def test_empty_store_without_dim_reads_as_empty_but_refuses_writes(tmp_path: Path) -> None:
-    s = open_store(str(tmp_path / "fresh"))
-    assert s.count() == 0
-    assert s.fingerprints() == {}
-    assert s.read_manifest() == {}
-    assert s.search(np.ones(DIM), 5) == []
-    assert s.categories() == {}
-    assert list(s.iter_rows()) == []
-    with pytest.raises(ValueError, match="dim"):
-        s.upsert_images([row("a")])
-
-
-def test_dim_of_existing_store_comes_from_the_table_and_a_mismatch_is_refused(store: LanceVectorStore) -> None:
-    store.upsert_images([row("a")])
-    assert open_store(store.uri).dim == DIM
-    with pytest.raises(ValueError, match="16-d"):
-        open_store(store.uri, dim=DIM * 2)
-
-
-def test_unknown_option_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="nprobe"):
-        open_store(str(tmp_path / "db"), dim=DIM, nprobe=3)
-
-
 # -- writes -----------------------------------------------------------------------------------
-
-
-def test_upsert_then_search_finds_nearest(store: LanceVectorStore) -> None:
-    rows = random_rows(50)
-    store.upsert_images(rows)
-    target = rows[17]
-    query = unit(target.vector) + 0.05 * np.random.default_rng(1).standard_normal(DIM).astype(np.float32)
-    hits = store.search(query, 5)
-    assert hits[0].row_id == target.row_id
-    assert [h.row_id for h in hits] == exact_top(rows, query, 5)
-
-
-def test_search_returns_cosine_similarity_and_display_fields(store: LanceVectorStore) -> None:
-    v = np.arange(1, DIM + 1, dtype=np.float32)
-    store.upsert_images([row("a", vector=v), row("b", vector=-v)])
-    hits = store.search(v * 3.0, 2)  # magnitude must not matter
-    assert isinstance(hits[0], Hit)
-    assert hits[0].image_id == "a" and hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert hits[1].image_id == "b" and hits[1].score == pytest.approx(-1.0, abs=1e-5)
-    assert hits[0].box == pytest.approx((0.1, 0.2, 0.9, 1.0))
-    assert hits[0].metadata == {"title": "title of a", "price": 10}
-    assert hits[0].image == "/catalog/a.jpg" and hits[0].product_id == "prod-a"
-
-
-def test_upsert_replaces_all_rows_of_an_image(store: LanceVectorStore) -> None:
-    store.upsert_images([row("a", 0), row("a", 1), row("a", 2), row("b", 0)])
-    assert store.count() == 4
-    new_vector = np.ones(DIM, np.float32)
-    store.upsert_images([row("a", 0, vector=new_vector, fingerprint="fp2")])
-    # Garments 1 and 2 of the old version are gone, garment 0 is replaced, b is untouched.
-    rows = {r["image_id"] + "#" + str(r["garment"]): r for r in store.iter_rows()}
-    assert sorted(rows) == ["a#0", "b#0"]
-    assert rows["a#0"]["fingerprint"] == "fp2"
-    np.testing.assert_allclose(rows["a#0"]["vector"], unit(new_vector), atol=1e-6)
-    assert store.fingerprints() == {"a": "fp2", "b": "fp1"}
-
-
-def test_reupserting_the_same_image_never_duplicates_it(store: LanceVectorStore) -> None:
-    for _ in range(3):
-        store.upsert_images([row("a", 0), row("a", 1)])
-    assert store.count() == 2
-    assert len(store.search(np.ones(DIM), 10)) == 2
 
 
 def test_upsert_is_a_single_commit_with_or_without_stale_garments(store: LanceVectorStore) -> None:
@@ -174,195 +48,6 @@ def test_upsert_is_a_single_commit_with_or_without_stale_garments(store: LanceVe
         "c#0",
         "c#1",
     ]
-
-
-def test_upsert_after_optimize_still_replaces_using_the_indexes(store: LanceVectorStore) -> None:
-    store.upsert_images(random_rows(40))
-    store.upsert_images([row("img0003", 0), row("img0003", 1), row("img0003", 2)])
-    store.optimize()  # scalar indexes on row_id / image_id now serve the lookups
-    store.upsert_images([row("img0003", 0, fingerprint="new"), row("img0005", 0, fingerprint="new")])
-    assert store.count() == 40
-    fps = store.fingerprints()
-    assert fps["img0003"] == fps["img0005"] == "new" and len(fps) == 40
-
-
-def test_upsert_rejects_the_same_garment_twice_in_one_call(store: LanceVectorStore) -> None:
-    with pytest.raises(ValueError, match="twice"):
-        store.upsert_images([row("a", 0), row("a", 0, seed=1)])
-    assert store.count() == 0
-
-
-def test_upsert_handles_quotes_in_ids(store: LanceVectorStore) -> None:
-    store.upsert_images([row("it's", 0), row("it's", 1), row("x' OR '1'='1", 0)])
-    store.upsert_images([row("it's", 0)])
-    assert sorted(store.fingerprints()) == ["it's", "x' OR '1'='1"]
-    assert store.count() == 2
-    assert [h.image_id for h in store.get_product("prod-it's")] == ["it's"]
-    assert store.delete_images(["it's"]) == 1
-    assert store.count() == 1
-
-
-def test_zero_vector_is_refused(store: LanceVectorStore) -> None:
-    with pytest.raises(ValueError, match="zero"):
-        store.upsert_images([row("a", vector=np.zeros(DIM))])
-    with pytest.raises(ValueError, match="16-d"):
-        store.upsert_images([row("a", vector=np.ones(DIM + 1))])
-
-
-def test_add_rows_bulk_appends_new_images(store: LanceVectorStore) -> None:
-    rows = random_rows(30)
-    store.add_rows_bulk(rows[:20])
-    store.upsert_images(rows[20:])
-    assert store.count() == 30
-    assert store.search(rows[3].vector, 1)[0].row_id == rows[3].row_id
-
-
-def test_delete_images_removes_every_garment_and_counts_images(store: LanceVectorStore) -> None:
-    store.upsert_images([row("a", 0), row("a", 1), row("b", 0), row("c", 0)])
-    assert store.delete_images(["a", "c", "never-stored"]) == 2
-    assert store.count() == 1
-    assert store.fingerprints() == {"b": "fp1"}
-    assert store.delete_images([]) == 0
-
-
-def test_fingerprints_have_one_entry_per_image(store: LanceVectorStore) -> None:
-    store.upsert_images([row("a", 0, fingerprint="x"), row("a", 1, fingerprint="x"), row("b", 0, fingerprint="y")])
-    assert store.fingerprints() == {"a": "x", "b": "y"}
-
-
-# -- filtered search ----------------------------------------------------------------------------
-
-
-def test_category_filter_returns_only_that_category_and_still_k(store: LanceVectorStore) -> None:
-    rows = random_rows(90)
-    store.upsert_images(rows)
-    query = rows[0].vector  # a "tops" row: most of its neighbours are other categories
-    hits = store.search(query, 10, category="shoes")
-    assert len(hits) == 10
-    assert {h.category for h in hits} == {"shoes"}
-    assert [h.row_id for h in hits] == exact_top(rows, query, 10, lambda r: r.category == "shoes")
-
-
-def test_label_filter_returns_only_that_label_and_combines_with_category(store: LanceVectorStore) -> None:
-    rows = random_rows(90)
-    store.upsert_images(rows)
-    query = rows[5].vector
-    hits = store.search(query, 10, label="boot")
-    assert len(hits) == 10 and {h.label for h in hits} == {"boot"}
-    assert [h.row_id for h in hits] == exact_top(rows, query, 10, lambda r: r.label == "boot")
-    both = store.search(query, 100, category="bags", label="boot")
-    assert both and all(h.category == "bags" and h.label == "boot" for h in both)
-    assert len(both) == sum(1 for r in rows if r.category == "bags" and r.label == "boot")
-
-
-def test_label_filter_accepts_several_labels(store: LanceVectorStore) -> None:
-    rows = random_rows(90, labels=("shirt", "boot", "hat"))
-    store.upsert_images(rows)
-    query = rows[7].vector
-    hits = store.search(query, 20, category=["tops", "bags"], label=["shirt", "hat"])
-    wanted = lambda r: r.category in ("tops", "bags") and r.label in ("shirt", "hat")  # noqa: E731
-    assert len(hits) == 20 and [h.row_id for h in hits] == exact_top(rows, query, 20, wanted)
-    assert store.search(query, 5, label=[]) == []
-
-
-def test_filter_on_an_unknown_category_returns_nothing(store: LanceVectorStore) -> None:
-    store.upsert_images(random_rows(10))
-    assert store.search(np.ones(DIM), 5, category="no such") == []
-    assert store.search(np.ones(DIM), 5, category="it's") == []
-
-
-def test_exclude_product_drops_every_garment_of_that_product(store: LanceVectorStore) -> None:
-    v = unit(np.ones(DIM))
-    near = v + 0.01
-    store.upsert_images(
-        [
-            row("a1", 0, vector=v, product_id="P"),
-            row("a1", 1, vector=near, product_id="P"),
-            row("a2", 0, vector=near, product_id="P"),
-            row("b", 0, vector=-v, product_id="Q"),
-        ]
-    )
-    hits = store.search(v, 3, exclude_product="P")
-    assert [h.product_id for h in hits] == ["Q"]
-    assert len(store.search(v, 3)) == 3
-
-
-# -- catalog views ------------------------------------------------------------------------------
-
-
-def test_categories_counts_distinct_products(store: LanceVectorStore) -> None:
-    store.upsert_images(
-        [
-            row("a1", 0, product_id="P1", category="tops"),
-            row("a1", 1, product_id="P1", category="tops"),
-            row("a2", 0, product_id="P1", category="tops"),
-            row("b", 0, product_id="P2", category="tops"),
-            row("c", 0, product_id="P3", category="shoes"),
-        ]
-    )
-    assert store.categories() == {"shoes": 1, "tops": 2}
-
-
-def test_get_product_returns_all_its_garments(store: LanceVectorStore) -> None:
-    store.upsert_images(
-        [
-            row("a2", 0, product_id="P"),
-            row("a1", 1, product_id="P"),
-            row("a1", 0, product_id="P"),
-            row("b", 0, product_id="Q"),
-        ]
-    )
-    hits = store.get_product("P")
-    assert [h.row_id for h in hits] == ["a1#0", "a1#1", "a2#0"]
-    assert store.get_product("unknown") == []
-
-
-def test_get_vectors_returns_the_stored_unit_vectors_of_known_rows_only(store: LanceVectorStore) -> None:
-    rows = random_rows(12)
-    store.upsert_images(rows)
-    wanted = [rows[3].row_id, rows[7].row_id, "nope#0"]
-    vectors = store.get_vectors(wanted)
-    assert set(vectors) == {rows[3].row_id, rows[7].row_id}
-    np.testing.assert_allclose(vectors[rows[7].row_id], unit(rows[7].vector), atol=1e-6)
-    assert store.get_vectors([]) == {}
-    # The ABC's scanning fallback, for stores that do not override it, agrees.
-    fallback = VectorStore.get_vectors(store, wanted)
-    assert set(fallback) == set(vectors)
-    np.testing.assert_allclose(fallback[rows[3].row_id], vectors[rows[3].row_id], atol=1e-6)
-
-
-def test_image_path_is_known_only_for_indexed_images(store: LanceVectorStore) -> None:
-    store.upsert_images([row("a", 0), row("a", 1), row("q'uote", 0)])
-    assert store.image_path("a") == "/catalog/a.jpg"
-    assert store.image_path("q'uote") == "/catalog/q'uote.jpg"
-    assert store.image_path("../../etc/passwd") is None
-    assert VectorStore.image_path(store, "a") == "/catalog/a.jpg"
-    assert VectorStore.image_path(store, "missing") is None
-
-
-def test_iter_rows_yields_vector_row_fields(store: LanceVectorStore) -> None:
-    rows = random_rows(25)
-    store.upsert_images(rows)
-    seen = list(store.iter_rows(batch_size=7))
-    assert len(seen) == 25
-    back = VectorRow(**seen[0])  # the dicts are exactly VectorRow's fields
-    original = next(r for r in rows if r.row_id == back.row_id)
-    assert back.metadata == original.metadata and back.box == pytest.approx(original.box)
-    np.testing.assert_allclose(back.vector, unit(original.vector), atol=1e-6)  # stored normalised
-    assert all("vector" not in r for r in store.iter_rows(with_vectors=False))
-
-
-# -- manifest -----------------------------------------------------------------------------------
-
-
-def test_manifest_round_trip(store: LanceVectorStore) -> None:
-    assert store.read_manifest() == {}
-    manifest = {"embedder": {"name": "efficientnet-lite2", "dim": 1280}, "dim": 1280, "schema": 1}
-    store.write_manifest(manifest)
-    assert store.read_manifest() == manifest
-    store.write_manifest({"schema": 2})
-    assert store.read_manifest() == {"schema": 2}
-    assert open_store(store.uri).read_manifest() == {"schema": 2}
 
 
 # -- persistence --------------------------------------------------------------------------------
@@ -384,50 +69,7 @@ def test_reopen_from_a_different_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / "elsewhere" / "db").exists()
 
 
-def test_reopen_from_another_process_sees_writes_both_ways(store: LanceVectorStore) -> None:
-    store.upsert_images([row("a")])
-    store.write_manifest({"written": "here"})
-    script = (
-        "import sys, json, numpy as np\n"
-        "from fashion_search.store import open_store, VectorRow\n"
-        "s = open_store(sys.argv[1])\n"
-        "hit = s.search(np.ones(s.dim), 1)[0]\n"
-        "s.upsert_images([VectorRow('b', 0, 'b.jpg', 'pb', 'tops', 'shirt', 1.0, (0, 0, 1, 1), 'fp', {}, np.ones(s.dim))])\n"
-        "print(json.dumps({'count': s.count(), 'hit': hit.image_id, 'manifest': s.read_manifest()}))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, store.uri],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=os.path.dirname(store.path),
-    )
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen == {"count": 2, "hit": "a", "manifest": {"written": "here"}}
-    # This long-lived handle sees the other process's write without reopening.
-    assert store.count() == 2
-    assert store.search(np.ones(DIM), 1)[0].image_id == "b"
-
-
 # -- optimize -----------------------------------------------------------------------------------
-
-
-def test_optimize_on_a_small_table_keeps_exact_results(store: LanceVectorStore) -> None:
-    rows = random_rows(200)
-    for lo in range(0, 200, 20):  # many small commits, as an indexer makes them
-        store.upsert_images(rows[lo : lo + 20])
-    queries = np.random.default_rng(7).standard_normal((10, DIM))
-    before = [[h.row_id for h in store.search(q, 10)] for q in queries]
-    store.optimize()
-    assert not any("vector" in i.columns for i in store._open_garments().list_indices())
-    after = [[h.row_id for h in store.search(q, 10)] for q in queries]
-    assert after == before == [exact_top(rows, q, 10) for q in queries]
-    assert [h.row_id for h in store.search(queries[0], 5, category="bags")] == exact_top(
-        rows, queries[0], 5, lambda r: r.category == "bags"
-    )
-    # Writes after optimize are searchable before the next optimize.
-    store.upsert_images([row("late", vector=queries[1])])
-    assert store.search(queries[1], 1)[0].image_id == "late"
 
 
 def ann_store(tmp_path: Path, rows: list[VectorRow], **ann) -> LanceVectorStore:
