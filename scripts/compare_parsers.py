@@ -29,17 +29,16 @@ sys.path.insert(0, str(ROOT))
 
 from fashion_search.evaluation import paired_difference  # noqa: E402
 from fashion_search.garments.parser import GarmentParser  # noqa: E402
-from fashion_search.garments.taxonomy import GARMENT_CLASSES, PARSER_CLASSES, ccp_lookup_table  # noqa: E402
+from fashion_search.garments.taxonomy import ccp_lookup_table  # noqa: E402
 from fashion_search.training.datasets import ccp_ids, ccp_names, load_ccp_photo  # noqa: E402
 from fashion_search.training.embedder.pairs import read_ids  # noqa: E402
 from fashion_search.training.parser.evaluate import (  # noqa: E402
+    SegmentationReport,
     _SegmentationScore,
     evaluate_product_shots,
     evaluate_viton,
 )
 from fashion_search.training.parser.report import TARGET_CLASSES  # noqa: E402
-
-GARMENT_IDS = [PARSER_CLASSES.index(c) for c in GARMENT_CLASSES]
 
 
 def per_photo_scores(parser: GarmentParser, ccp_root: Path) -> list[_SegmentationScore]:
@@ -54,16 +53,16 @@ def per_photo_scores(parser: GarmentParser, ccp_root: Path) -> list[_Segmentatio
     return scores
 
 
-def mean_iou(matrix: np.ndarray) -> float:
-    inter = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - inter
-    values = [inter[i] / union[i] for i in GARMENT_IDS if union[i]]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def box_recall(scores: Sequence[_SegmentationScore], cls: str) -> float:
-    total = sum(s.total[cls] for s in scores)
-    return sum(s.found[cls] for s in scores) / total if total else float("nan")
+def pooled(scores: Sequence[_SegmentationScore], idx: np.ndarray) -> SegmentationReport:
+    """The report of the photos ``idx`` (repeats counted), as the evaluation would give it."""
+    total = _SegmentationScore()
+    total.matrix = np.sum([scores[i].matrix for i in idx], axis=0)
+    for i in idx:
+        for cls, count in scores[i].total.items():
+            total.total[cls] += count
+            total.found[cls] += scores[i].found[cls]
+    total.photos = len(idx)
+    return total.report()
 
 
 def paired_segmentation(
@@ -73,15 +72,14 @@ def paired_segmentation(
     with replacement (the same photos for both models in each round)."""
     rng = np.random.default_rng(seed)
     n = len(a)
-    matrices_a, matrices_b = np.stack([s.matrix for s in a]), np.stack([s.matrix for s in b])
 
-    def measures(idx: np.ndarray) -> dict[str, float]:
-        sa, sb = [a[i] for i in idx], [b[i] for i in idx]
-        out = {
-            "garment mean IoU": (mean_iou(matrices_a[idx].sum(0)), mean_iou(matrices_b[idx].sum(0))),
-            **{f"box recall {c}": (box_recall(sa, c), box_recall(sb, c)) for c in TARGET_CLASSES},
+    def measures(idx: np.ndarray) -> dict[str, tuple[float, float]]:
+        ra, rb = pooled(a, idx), pooled(b, idx)
+        nan = float("nan")
+        return {
+            "garment mean IoU": (ra.mean_iou, rb.mean_iou),
+            **{f"box recall {c}": (ra.box_recall.get(c, nan), rb.box_recall.get(c, nan)) for c in TARGET_CLASSES},
         }
-        return out
 
     full = measures(np.arange(n))
     rounds_diff: dict[str, list[float]] = {k: [] for k in full}
