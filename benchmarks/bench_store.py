@@ -153,8 +153,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_data_arguments(ap: argparse.ArgumentParser) -> None:
+    """The synthetic data's size and the queries' (shared with bench_stores.py)."""
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--centres", type=int, default=4000)
@@ -167,6 +167,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="result sizes to time (recall is reported for each; 48 is what the engine asks for k=12)",
     )
     ap.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(ap)
     ap.add_argument("--workdir", default="./.cache/bench_store")
     ap.add_argument("--batch", type=int, default=10_000, help="rows per write call")
     ap.add_argument(

@@ -109,9 +109,9 @@ class HnswParams:
     """How the HNSW index is built and searched.
 
     * ``min_rows`` 2,000, as the Lance store: below it an exact scan is fast and exact.
-    * ``m`` and ``ef_construction``: pgvector's defaults; ``ef_search`` 100 rather than
-      pgvector's 40, as the Lance store errs on recall's side with its probes (the engine asks
-      for 4k >= 48 rows). Not yet tuned at scale: benchmarks/bench_store.py measures Lance.
+    * ``m`` 16 (pgvector's) and ``ef_construction`` 128 (pgvector's 64 doubled), ``ef_search``
+      400 (pgvector's 40): at a million 1,280-d vectors, the narrowest settings measured that
+      keep Recall@10 above 0.95 (docs/experiments/2026-12-01-postgres-vs-lance.md).
     * Filters (category, garment class) thin the graph: a plain HNSW scan looks at
       ``ef_search`` nearest garments and only then filters, so a 5% category would keep ~5 of
       100 candidates. Filters that pass at most ``exact_filter_rows`` rows are searched
@@ -121,25 +121,31 @@ class HnswParams:
       (up to ``max_scan_tuples``, raised for the filter's selectivity; results re-sorted);
       on older servers with ``ef_search`` raised so that ``candidate_factor * k`` passing
       rows are expected among the candidates, or exactly when that needs more than 1,000.
-      A walk that still comes back short is repeated exactly.
+      A walk that still comes back short is repeated exactly. An iterative walk fetches
+      ``filtered_fetch_factor * k`` passing rows and keeps the k nearest.
     * ``iterative_scan``: None uses it when the server's pgvector has it; False forces the
       older strategy (True refuses a server without it).
     * ``count_ttl_s``: how long the row counts behind these choices are reused; they only
       steer speed, never correctness.
     * ``maintenance_work_mem``: for the index build (e.g. ``"1GB"``); a graph that fits builds
       several times faster. None keeps the server's setting.
+    * ``halfvec``: index a half-precision copy of the vectors (half the index's size and
+      memory traffic; rankings are finished in full precision). Wider than 2,000 dimensions
+      it is always on. Read when the index is built; searches follow the index that exists.
     """
 
     min_rows: int = 2_000
     m: int = 16
-    ef_construction: int = 64
-    ef_search: int = 100
+    ef_construction: int = 128
+    ef_search: int = 400
     exact_filter_rows: int = 2_000
     candidate_factor: float = 2.0
     max_scan_tuples: int = 20_000
     iterative_scan: Optional[bool] = None
     count_ttl_s: float = 30.0
     maintenance_work_mem: Optional[str] = None
+    halfvec: bool = False
+    filtered_fetch_factor: float = 2.0
 
 
 _PARAM_TYPES = typing.get_type_hints(HnswParams)
@@ -230,6 +236,7 @@ class _Plan:
 
     exact: bool
     settings: dict[str, str]
+    fetch_factor: float = 1.0  # rows the walk fetches, as a multiple of k (re-ranked exactly)
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -245,11 +252,11 @@ def _as_array(value: Any) -> np.ndarray:
 _EXACT = {"enable_indexscan": "off", "enable_sort": "on"}
 
 
-def _walk(settings: dict[str, str]) -> _Plan:
+def _walk(settings: dict[str, str], fetch_factor: float = 1.0) -> _Plan:
     """A search through the HNSW index. The counts already chose it over ranking every passing
     row, so the planner's alternative (a sort of the rows a category index finds) is ruled out:
     its costs guess poorly how far a filtered graph walk goes."""
-    return _Plan(exact=False, settings={**settings, "enable_sort": "off"})
+    return _Plan(exact=False, settings={**settings, "enable_sort": "off"}, fetch_factor=fetch_factor)
 
 
 @STORES.register("postgresql", "postgres")
@@ -310,7 +317,7 @@ class PostgresVectorStore(VectorStore):
         self._pool: Optional[_SharedPool] = None
         self._pool_lock = threading.Lock()
         self._counts: dict[Any, tuple[int, float]] = {}
-        self._index_state: Optional[tuple[bool, float]] = None
+        self._index_state: Optional[tuple[bool, bool, float]] = None  # exists, on halfvec, when read
         self.dim: Optional[int] = None
         self.vector_version: Optional[str] = None  # pgvector's version in this database
         self.iterative_scan = False  # whether filtered ANN searches use hnsw.iterative_scan
@@ -731,14 +738,22 @@ class PostgresVectorStore(VectorStore):
         """Whether a usable HNSW index exists; re-read every ``count_ttl_s`` (another process
         may build it), which only steers how a filtered search starts."""
         state = self._index_state
-        if state is None or time.monotonic() - state[1] > self.ann.count_ttl_s:
+        if state is None or time.monotonic() - state[2] > self.ann.count_ttl_s:
             found = conn.execute(
-                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_am a ON a.oid = c.relam "
                 "WHERE i.indrelid = to_regclass(%s) AND a.amname = 'hnsw' AND i.indisvalid",
                 [self.table],
             ).fetchone()
-            state = self._index_state = (found is not None, time.monotonic())
+            half = found is not None and "halfvec" in found[0]
+            state = self._index_state = (found is not None, half, time.monotonic())
         return state[0]
+
+    def _half_index(self) -> bool:
+        """Whether searches order by the half-precision copy (the index's expression)."""
+        assert self.dim is not None
+        state = self._index_state
+        return self.dim > _HNSW_MAX_DIM if state is None or not state[0] else state[1]
 
     def _rows_passing(self, conn: "psycopg.Connection", key: Any, where: Any, params: dict[str, Any]) -> int:
         """How many rows pass a filter, cached for ``count_ttl_s`` (answered by the column's
@@ -776,14 +791,19 @@ class PostgresVectorStore(VectorStore):
         # Candidates to look at so that ``candidate_factor * k`` of them are expected to pass.
         needed = math.ceil(ann.candidate_factor * k * total / passing)
         if self.iterative_scan:
-            # pgvector >= 0.8 keeps walking the graph until k rows pass (relaxed order: the
-            # query re-sorts), up to max_scan_tuples, raised for a selective filter.
+            # pgvector >= 0.8 keeps walking the graph until enough rows pass (relaxed order:
+            # the query re-sorts), up to max_scan_tuples, raised for a selective filter. The
+            # first k passing rows a relaxed walk meets are not the k nearest: it fetches
+            # more and keeps the best (docs/experiments/2026-12-01-postgres-vs-lance.md).
             return _walk(
                 {
                     "hnsw.ef_search": str(ef),
                     "hnsw.iterative_scan": "relaxed_order",
-                    "hnsw.max_scan_tuples": str(max(ann.max_scan_tuples, 4 * needed)),
-                }
+                    "hnsw.max_scan_tuples": str(
+                        math.ceil(max(ann.max_scan_tuples, 4 * needed * ann.filtered_fetch_factor))
+                    ),
+                },
+                ann.filtered_fetch_factor,
             )
         if needed > _MAX_EF_SEARCH:
             # Older pgvector filters only the ef_search nearest rows: too few would pass.
@@ -792,14 +812,14 @@ class PostgresVectorStore(VectorStore):
 
     def _search_query(self, where: Any) -> Any:
         assert self.dim is not None
-        if self.dim <= _HNSW_MAX_DIM:
+        if not self._half_index():
             order = sql.SQL("vector <=> %(q)s")
         else:  # the index is on the half-precision copy; the final order is by full precision
             half = sql.SQL("halfvec({})").format(sql.Literal(self.dim))
             order = sql.SQL("vector::{h} <=> %(q)s::vector::{h}").format(h=half)
         return sql.SQL(
             "WITH hits AS MATERIALIZED (SELECT {cols}, vector <=> %(q)s AS distance FROM {t} WHERE {where} "
-            "ORDER BY {order} LIMIT %(k)s) SELECT {cols}, distance FROM hits ORDER BY distance, row_id"
+            "ORDER BY {order} LIMIT %(fetch)s) SELECT {cols}, distance FROM hits ORDER BY distance, row_id LIMIT %(k)s"
         ).format(cols=sql.SQL(", ").join(map(sql.Identifier, _HIT_COLUMNS)), t=self._ident(), where=where, order=order)
 
     def search(
@@ -843,14 +863,16 @@ class PostgresVectorStore(VectorStore):
         where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
         narrow_where = sql.SQL(" AND ").join(narrow) if narrow else None
         narrow_params = {c: params[c] for c, _ in key}
-        query = self._search_query(where)
         try:
             with self._conn(vectors=True) as conn, conn.transaction(), conn.cursor(binary=True) as cur:
                 plan = self._plan(conn, int(k), tuple(key) or None, narrow_where, narrow_params, bool(conditions))
+                query = self._search_query(where)
+                fetch = int(k) if plan.exact else max(int(k), min(_MAX_EF_SEARCH, math.ceil(plan.fetch_factor * k)))
+                params["fetch"] = fetch
                 rows = self._run_search(cur, query, params, plan.settings)
                 if not plan.exact and len(rows) < k:
                     # The walk ran out before k rows passed: rank every passing row instead.
-                    rows = self._run_search(cur, query, params, _EXACT)
+                    rows = self._run_search(cur, query, {**params, "fetch": int(k)}, _EXACT)
         except psycopg.errors.UndefinedTable:
             return []
         # Float rounding can push 1 - distance a hair outside [-1, 1].
@@ -929,6 +951,26 @@ class PostgresVectorStore(VectorStore):
                 conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", [self._lock_key, _OPTIMIZE_LOCK])
         self._forget_counts()
 
+    def check_writable(self) -> None:
+        with self._direct() as conn:
+            allowed = conn.execute(
+                "SELECT CASE WHEN to_regclass(%s) IS NULL THEN has_schema_privilege(current_schema(), 'CREATE') "
+                "ELSE has_table_privilege(to_regclass(%s), 'INSERT') AND has_table_privilege(to_regclass(%s), 'DELETE') END",
+                [self.table, self.table, self.table],
+            ).fetchone()[0]
+        if not allowed:
+            raise StoreError(f"this user may not write the index at {self.uri}: grant it INSERT and DELETE (or CREATE)")
+
+    def needs_optimize(self) -> bool:
+        with self._direct() as conn:
+            if self._inspect(conn) is None:
+                return False
+            self._forget_counts()
+            if self._has_index(conn):
+                return False
+            rows = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident())).fetchone()[0])
+        return self.ann.min_rows <= rows and (self.dim or 0) <= _HALFVEC_MAX_DIM
+
     def _build_index(self, conn: "psycopg.Connection") -> None:
         assert self.dim is not None
         state = conn.execute(
@@ -942,7 +984,7 @@ class PostgresVectorStore(VectorStore):
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(self._hnsw_name)))
         if self.ann.maintenance_work_mem:
             conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", [self.ann.maintenance_work_mem])
-        if self.dim <= _HNSW_MAX_DIM:
+        if self.dim <= _HNSW_MAX_DIM and not self.ann.halfvec:
             column = sql.SQL("vector vector_cosine_ops")
         else:
             column = sql.SQL("(vector::halfvec({})) halfvec_cosine_ops").format(sql.Literal(self.dim))

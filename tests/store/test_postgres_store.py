@@ -403,3 +403,18 @@ def test_a_schema_made_by_another_version_is_refused(pg_server: PostgresServer, 
     pg_server.sql(DATABASE, "CREATE TABLE not_ours (id int)")
     with pytest.raises(StoreError, match="not made by fashion-search"):
         pg_open(pg_uri(pg_server, table="not_ours"))
+
+
+def test_a_user_who_may_only_read_the_table_is_told_before_an_index_run(
+    pg_server: PostgresServer, pg_open: Any
+) -> None:
+    owner = pg_open(ann={"min_rows": 100})
+    owner.upsert_images([row("a")])
+    pg_server.sql(DATABASE, f"GRANT SELECT ON {owner.table}, {owner.table}_meta TO {PASSWORD_USER}")
+    reader = pg_open(
+        pg_uri(pg_server, table=owner.table, user=PASSWORD_USER, password=quote(PASSWORD, safe="")), dim=None
+    )
+    assert reader.count() == 1
+    with pytest.raises(StoreError, match="may not write"):
+        reader.check_writable()
+    owner.check_writable()
