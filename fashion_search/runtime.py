@@ -17,8 +17,15 @@ if TYPE_CHECKING:  # onnxruntime loads with the first model, not with this modul
 METADATA_PREFIX = "fashion_search."
 
 
+THREADS_ENV = "FASHION_SEARCH_THREADS"
+
+
 def default_threads() -> int:
-    """CPU cores this process may use: more intra-op threads than that only adds contention."""
+    """CPU cores this process may use: more intra-op threads than that only adds contention.
+    ``$FASHION_SEARCH_THREADS`` caps it (set for each Ray worker to its share of a node)."""
+    capped = os.environ.get(THREADS_ENV, "").strip()
+    if capped.isdigit() and int(capped) > 0:
+        return int(capped)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

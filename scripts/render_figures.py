@@ -31,6 +31,7 @@ DOCUMENTS = (
     ROOT / "fashion_search" / "garments" / "models" / "GARMENT_PARSER.md",
     ROOT / "fashion_search" / "embed" / "models" / "MODEL_CARD.md",
     ROOT / "fashion_search" / "embed" / "models" / "GARMENT_HEAD.md",
+    ROOT / "docs" / "scaling.md",
 )
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
@@ -201,10 +202,12 @@ def store() -> str:
     return table(["query", "k", "p50 ms", "p95 ms", "Recall@k against exact search"], rows)
 
 
-def server() -> str:
-    bench = load("bench_server")
+def server_runs(name: str, by_servers: bool = False) -> str:
+    """A load benchmark's runs; ``by_servers`` adds the number of server processes."""
+    bench = load(name)
     rows = [
         [
+            *([run["servers"]] if by_servers else []),
             run["clients"],
             run["requests"],
             run["errors"],
@@ -215,7 +218,51 @@ def server() -> str:
         ]
         for run in bench["runs"]
     ]
-    return table(["concurrent clients", "requests", "errors", "requests/s", "p50 ms", "p95 ms", "server RSS, MB"], rows)
+    header = ["concurrent clients", "requests", "errors", "requests/s", "p50 ms", "p95 ms", "server RSS, MB"]
+    return table(["servers", *header[:-1], "servers' RSS, MB"] if by_servers else header, rows)
+
+
+def server() -> str:
+    return server_runs("bench_server")
+
+
+# -- docs/scaling.md -------------------------------------------------------------------------------
+
+
+def stores(name: str = "bench_stores") -> str:
+    bench = load(name)
+    columns = bench["stores"]
+    header = [f"{bench['rows']:,} x {bench['dim']}-d", *columns]
+    rows = [
+        ["bulk write, rows/s", *(f"{c['write_rows_per_s']:,}" for c in columns.values())],
+        ["index build (optimize), s", *(f"{c['index_build_s']:,.0f}" for c in columns.values())],
+        ["disk, GB", *(f"{c['disk_bytes'] / 1e9:.1f}" for c in columns.values())],
+    ]
+    first = next(iter(columns.values()))
+    for i, lookup in enumerate(first["lookups"]):
+        rows.append(
+            [
+                f"{lookup['query']}, k={lookup['k']}: p50 / p95 ms, Recall@k",
+                *(
+                    f"{c['lookups'][i]['p50_ms']:.1f} / {c['lookups'][i]['p95_ms']:.1f}, {c['lookups'][i]['recall']:.3f}"
+                    for c in columns.values()
+                ),
+            ]
+        )
+    return table(header, rows)
+
+
+def indexing_ray() -> str:
+    bench = load("bench_index")
+    rows = [
+        [run["store"], run["run"], f"{run['images_per_second']:.2f}", f"{run['ratio']:.2f}", f"{run['wall_s']:.0f}"]
+        for run in bench["runs"]
+    ]
+    return table(["store", "indexed by", "images/s", "vs one process", "command wall s"], rows)
+
+
+def replicas() -> str:
+    return server_runs("bench_server_replicas", by_servers=True)
 
 
 # -- the garment parser's card ----------------------------------------------------------------------
@@ -344,6 +391,10 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "embedder-comparison": embedder_comparison,
     "embedder-speed": embedder_speed,
     "head-file": head_file,
+    "stores": stores,
+    "stores-postgres": lambda: stores("bench_stores_postgres"),
+    "indexing-ray": indexing_ray,
+    "replicas": replicas,
 }
 
 

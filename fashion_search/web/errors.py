@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fashion_search.errors import IndexMismatchError
 
 log = logging.getLogger("fashion_search.web")
 
@@ -39,8 +41,21 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def _printable(text: Any) -> str:
+    """``text`` with control characters escaped: a client's path or value (``%0A`` decodes to a
+    newline) must not write lines of its own into the server's log."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _log_client_error(scope: Scope, status: int, code: str, message: str) -> None:
-    log.warning("%s %s -> %d %s: %s", scope.get("method"), scope.get("path"), status, code, message)
+    log.warning(
+        "%s %s -> %d %s: %s",
+        _printable(scope.get("method")),
+        _printable(scope.get("path")),
+        status,
+        code,
+        _printable(message),
+    )
 
 
 # Set in the scope of a request whose body passed the limit: its 413 is logged, not the
@@ -48,10 +63,12 @@ def _log_client_error(scope: Scope, status: int, code: str, message: str) -> Non
 _TOO_LARGE = "fashion_search.body_too_large"
 
 
-def _reply(request: Request, status: int, code: str, message: str) -> JSONResponse:
+def _reply(
+    request: Request, status: int, code: str, message: str, headers: Optional[Mapping[str, str]] = None
+) -> JSONResponse:
     if not request.scope.get(_TOO_LARGE):
         _log_client_error(request.scope, status, code, message)
-    return JSONResponse(error_body(code, message), status_code=status)
+    return JSONResponse(error_body(code, message), status_code=status, headers=dict(headers or {}))
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -68,12 +85,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return _reply(request, exc.status_code, code, str(exc.detail))
+        # Starlette's own headers (Allow on a 405) are part of the answer.
+        return _reply(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _reply(request, 422, "invalid_request", _validation_message(exc))
 
+    async def index_changed(request: Request, exc: IndexMismatchError) -> JSONResponse:
+        # Another process rebuilt the index with other models: this process cannot serve it.
+        return _reply(request, 503, "index_models_changed", str(exc))
+
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(IndexMismatchError, index_changed)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 
@@ -110,7 +133,9 @@ class CatchAll:
         try:
             await self.app(scope, receive, tracked_send)
         except Exception:
-            log.exception("%s %s -> 500: unexpected error", scope.get("method"), scope.get("path"))
+            log.exception(
+                "%s %s -> 500: unexpected error", _printable(scope.get("method")), _printable(scope.get("path"))
+            )
             if not started:
                 await _send_error(send, 500, "internal_error", "internal server error; it has been logged")
 

@@ -84,9 +84,14 @@ class ProductResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str = Field(description="`ok`, or `unavailable` when the store cannot be read")
+    status: str = Field(
+        description="`ok`, or `unavailable` when the store cannot be read or the index was rebuilt with other models"
+    )
     store_reachable: bool
     models_loaded: bool
     index_garments: int = Field(description="garments in the index (rows of the store)")
     embedder: str
     detector: str
+    index_models_changed: bool = Field(
+        False, description="the index was rebuilt with other models since this process started: restart it"
+    )
