@@ -6,7 +6,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -14,6 +14,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fashion_search.errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+# The formats decoded, by content (never by name), everywhere: CLI, index runs, uploads. Pillow
+# knows many more, some through outside programs (EPS runs Ghostscript): none of them is a photo.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # Above this, a file is treated as a decompression bomb rather than a photo.
 MAX_PIXELS = 64_000_000
 
@@ -46,8 +49,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode ``source`` into an upright RGB image, or raise :class:`ImageError` saying why."""
+def load_image(
+    source: ImageSource, max_pixels: int = MAX_PIXELS, draft: Optional[tuple[int, int]] = None
+) -> Image.Image:
+    """Decode ``source`` into an upright RGB image, or raise :class:`ImageError` saying why.
+
+    ``draft`` asks a JPEG to decode at the smallest 1/2-1/8 scale that still covers that size
+    (much faster for thumbnails); ``max_pixels`` then caps what is actually decoded.
+    """
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -67,7 +76,9 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(fp)  # type: ignore[arg-type]
+                img = Image.open(fp, formats=IMAGE_FORMATS)  # type: ignore[arg-type]
+                if draft is not None:
+                    img.draft("RGB", draft)
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels:,})")

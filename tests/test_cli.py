@@ -1,6 +1,9 @@
 """The command line, run in-process: exit codes, JSON lines, error reporting."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +174,40 @@ def test_eval_pairs_indexes_a_catalog_then_prints_recall_as_json(tmp_path, capsy
     assert main([*common, "--any-class"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["recall"] == result["recall"] and again["same_class"] is False
+
+
+def test_search_into_a_closed_pipe_ends_quietly(tiny_catalog, tmp_path):
+    db = tmp_path / "db.lance"
+    assert (
+        main(["index", str(tiny_catalog), "--db", str(db), "--embedder", "test-pixels", "--detector", "foreground"])
+        == 0
+    )
+    photo = next(tiny_catalog.rglob("*.jpg"))
+    run = "import sys, tests.helpers; from fashion_search.cli import main; sys.exit(main(sys.argv[1:]))"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-c", run, "search", str(photo), str(photo), "--db", str(db)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # like `| head` that has read what it wanted, before any output
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+
+
+@pytest.mark.parametrize("command", [["search", "photo.jpg"], ["info"], ["serve"]])
+def test_reading_a_missing_index_is_an_error_that_leaves_no_folder_behind(tmp_path, capsys, command):
+    missing = tmp_path / "no-such-index"
+    assert main([*command, "--db", str(missing)]) == 2
+    assert "no index at" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_an_index_path_that_is_a_file_or_under_one_is_a_one_line_error(tiny_catalog, tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not an index")
+    assert main(["serve", "--db", str(a_file)]) == 2
+    assert "is a file, not an index folder" in capsys.readouterr().err
+    code, out = _index(tiny_catalog, a_file / "db", capsys)
+    assert code == 2 and "cannot create the index folder" in out.err and "Traceback" not in out.err

@@ -66,3 +66,16 @@ def test_decompression_bombs_are_refused():
     data = _encode(Image.new("L", (3000, 3000)), "PNG")
     with pytest.raises(ImageError, match="too large"):
         load_image(data, max_pixels=1_000_000)
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "PCX", "TGA", "ICO"])
+def test_formats_that_are_not_photos_are_refused_whatever_the_file_is_called(tmp_path, fmt):
+    # EPS would be rendered by Ghostscript, an outside program: never opened at all.
+    data = EPS if fmt == "EPS" else _encode(Image.new("RGB", (16, 16), (200, 0, 0)), fmt)
+    path = tmp_path / "product.jpg"
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match="not a readable image"):
+        load_image(path)

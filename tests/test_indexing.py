@@ -110,3 +110,21 @@ def test_indexing_detects_with_the_detectors_copy_for_parallel_use(tiny_catalog,
     engine.pipeline.detector.for_parallel_use = lambda: OneCorePerCall()
     engine.index(load_catalog(folder=tiny_catalog))
     assert calls == ["parallel copy"] * 5
+
+
+def test_a_rerun_builds_the_indexes_a_killed_run_left_unbuilt(tiny_catalog, tmp_path, monkeypatch):
+    engine = _engine(tmp_path / "db.lance")
+    store_class = type(engine.store)
+    optimize = store_class.optimize
+
+    def killed(self):
+        raise KeyboardInterrupt  # the run dies while building the indexes
+
+    monkeypatch.setattr(store_class, "optimize", killed)
+    with pytest.raises(KeyboardInterrupt):
+        engine.index(load_catalog(folder=tiny_catalog))
+    assert engine.store.needs_optimize()
+    monkeypatch.setattr(store_class, "optimize", optimize)
+    report = _engine(tmp_path / "db.lance").index(load_catalog(folder=tiny_catalog))
+    assert (report.indexed, report.unchanged) == (0, 5)
+    assert not engine.store.needs_optimize()

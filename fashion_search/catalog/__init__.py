@@ -82,19 +82,64 @@ def load_metadata(path: str | os.PathLike, product_id_column: str = "product_id"
     return table
 
 
-def scan_folder(root: str | os.PathLike, metadata: Optional[dict[str, dict[str, str]]] = None) -> Iterator[CatalogItem]:
+class Catalog(list):
+    """A catalog's images (a list of :class:`CatalogItem`), with the entries that could not be
+    listed (``problems``: path and reason), which an index run reports as failed."""
+
+    def __init__(self, items: Iterable[CatalogItem] = (), problems: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(items)
+        self.problems: list[tuple[str, str]] = list(problems)
+
+
+def _entries(folder: Path, problems: list[tuple[str, str]]) -> list[Path]:
+    """A folder's entries, sorted; an unreadable folder is a problem, not an abort."""
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        problems.append((str(folder), f"cannot read folder: {exc.strerror or exc}"))
+        return []
+
+
+def _odd_entry(path: Path) -> Optional[str]:
+    """Why an entry that is neither a folder nor a regular file is skipped (None if it is one)."""
+    if path.is_dir() or path.is_file():
+        return None
+    if path.is_symlink():
+        return "broken or looping symbolic link"
+    return "not a regular file (a FIFO, socket or device)"
+
+
+def scan_folder(
+    root: str | os.PathLike,
+    metadata: Optional[dict[str, dict[str, str]]] = None,
+    problems: Optional[list[tuple[str, str]]] = None,
+) -> Iterator[CatalogItem]:
     """Walk ``<root>/<Category>/<ProductID>/<image>``, in a stable (sorted) order.
 
     Images elsewhere (at the root, or directly in a category folder) do not fit the layout and
-    are ignored rather than guessed at.
+    are ignored rather than guessed at. Folders that cannot be read, and entries that are
+    neither folders nor files (looping links, FIFOs), are added to ``problems`` and skipped.
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise CatalogError(f"catalog folder not found: {root}")
     metadata = metadata or {}
-    for category_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for product_dir in sorted(p for p in category_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for image in sorted(p for p in product_dir.iterdir() if p.is_file() and is_image_path(p)):
+    problems = problems if problems is not None else []
+    for category_dir in _entries(root, problems):
+        if not category_dir.is_dir():
+            continue
+        for product_dir in _entries(category_dir, problems):
+            if not product_dir.is_dir():
+                if _odd_entry(product_dir):
+                    problems.append((str(product_dir), _odd_entry(product_dir) or ""))
+                continue
+            for image in _entries(product_dir, problems):
+                if not is_image_path(image):
+                    continue
+                reason = _odd_entry(image) or ("a folder" if image.is_dir() else None)
+                if reason:
+                    problems.append((str(image), reason))
+                    continue
                 yield CatalogItem(
                     path=image,
                     product_id=product_dir.name,
@@ -142,8 +187,9 @@ def load_catalog(
     csv_path: Optional[str | os.PathLike] = None,
     columns: CsvColumns = CsvColumns(),
     metadata_csv: Optional[str | os.PathLike] = None,
-) -> list[CatalogItem]:
-    """The catalog as a list, from exactly one of ``folder`` or ``csv_path``.
+) -> Catalog:
+    """The catalog as a list, from exactly one of ``folder`` or ``csv_path``; entries that
+    could not be listed are in its ``problems``.
 
     The same image listed twice is kept once (the first entry wins), since an image can only
     have one place in the index.
@@ -152,20 +198,23 @@ def load_catalog(
         raise CatalogError("give either a catalog folder or --csv FILE (not both)")
     metadata = load_metadata(metadata_csv, columns.product_id) if metadata_csv else None
     items: Iterable[CatalogItem]
+    problems: list[tuple[str, str]] = []
     if folder is not None:
-        items = scan_folder(folder, metadata)
+        items = scan_folder(folder, metadata, problems)
     else:
         items = read_csv_catalog(csv_path, columns, metadata)  # type: ignore[arg-type]
     seen: set[Path] = set()
-    unique = []
+    unique = Catalog()
     for item in items:
         if item.path not in seen:
             seen.add(item.path)
             unique.append(item)
+    unique.problems = problems
     return unique
 
 
 __all__ = [
+    "Catalog",
     "CatalogError",
     "CatalogItem",
     "CsvColumns",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -153,6 +155,15 @@ class VectorStore(ABC):
     def optimize(self) -> None:
         """Build or refresh the approximate-search index after bulk writes (no-op by default)."""
 
+    def check_writable(self) -> None:
+        """Raise :class:`~fashion_search.errors.StoreError` when this store cannot be written,
+        before an index run spends its time on images (no-op by default)."""
+
+    def needs_optimize(self) -> bool:
+        """Whether an index that :meth:`optimize` builds is missing (a run killed while building
+        it), so that a run with nothing else to do still repairs it. Cheap: no row scan."""
+        return False
+
     def warm(self) -> None:
         """Load indexes into memory ahead of the first searches; for serving processes
         (no-op by default)."""
@@ -173,4 +184,12 @@ def open_store(uri: str, dim: Optional[int] = None, **options: Any) -> VectorSto
     return STORES.create(scheme, location=location, dim=dim, **options)
 
 
-__all__ = ["Hit", "VectorRow", "VectorStore", "open_store"]
+def missing_local_store(uri: str | os.PathLike) -> bool:
+    """Whether ``uri`` names an embedded store's folder that does not exist: reading it must say
+    so rather than open it, which would leave an empty folder behind."""
+    match = _SCHEME.match(str(uri))
+    scheme, location = (match.group(1).lower(), match.group(2)) if match else (DEFAULT_STORE_SCHEME, str(uri))
+    return scheme == "lancedb" and not Path(os.path.expanduser(location or ".")).exists()
+
+
+__all__ = ["Hit", "VectorRow", "VectorStore", "missing_local_store", "open_store"]

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -177,7 +178,12 @@ class LanceVectorStore(VectorStore):
             raise UsageError(f"unknown lancedb store options: {', '.join(sorted(unknown))}")
         # A store opened from another working directory must land on the same files.
         self.path = Path(os.path.expanduser(str(location) or ".")).resolve()
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.path} is a file, not an index folder: give a folder for --db")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the index folder {self.path}: {exc.strerror or exc}") from None
         self.uri = f"lancedb://{self.path}"
         if isinstance(ann, dict):
             ann = AnnParams(**ann)
@@ -595,6 +601,25 @@ class LanceVectorStore(VectorStore):
             if vector_index is None or stale:
                 self.build_vector_index(rows)
         self._table_state = None
+
+    def check_writable(self) -> None:
+        # A file made and removed: the only test that holds for root and read-only mounts alike.
+        try:
+            with tempfile.TemporaryFile(dir=self.path, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            raise StoreError(f"the index folder {self.path} is not writable: {exc.strerror or exc}") from None
+
+    def needs_optimize(self) -> bool:
+        table = self._open_garments()
+        if table is None:
+            return False
+        rows = table.count_rows()
+        if rows == 0:
+            return False
+        indexed = {column for i in table.list_indices() for column in i.columns}
+        missing_scalar = any(column not in indexed for column in _SCALAR_INDEXES)
+        return missing_scalar or (rows >= self.ann.min_rows and "vector" not in indexed)
 
     def build_vector_index(self, rows: Optional[int] = None) -> str:
         """(Re)train the vector index on the current rows; returns its name."""

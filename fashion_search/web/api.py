@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import mimetypes
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -16,8 +15,8 @@ from PIL import Image, UnidentifiedImageError
 
 from fashion_search.engine import SearchEngine, SearchResult
 from fashion_search.errors import ImageError, UnknownProductError
-from fashion_search.images import load_image
-from fashion_search.web.app import run_cpu
+from fashion_search.images import IMAGE_FORMATS, load_image
+from fashion_search.web.app import PixelBudget, run_cpu, run_light
 from fashion_search.web.errors import ApiError, too_large_message
 from fashion_search.web.schemas import (
     CategoriesResponse,
@@ -33,7 +32,7 @@ router = APIRouter()
 MAX_K = 100
 # Formats a shopper's photo comes in. Anything else is refused before decoding, which also
 # keeps Pillow's riskier plug-ins (EPS runs Ghostscript) away from uploads.
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+UPLOAD_FORMATS = IMAGE_FORMATS
 THUMBNAIL_QUALITY = 82
 
 
@@ -55,8 +54,9 @@ def _search_json(request: Request, result: SearchResult, query_image_id: Optiona
     return data
 
 
-def check_upload(data: bytes, max_pixels: int) -> None:
-    """Refuse what is not a photo by its content (never its name), before the full decode."""
+def check_upload(data: bytes, max_pixels: int) -> int:
+    """Refuse what is not a photo by its content (never its name), before the full decode;
+    the pixels it will decode to."""
     if not data:
         raise ApiError(422, "empty_file", "the uploaded file is empty")
     try:
@@ -72,6 +72,7 @@ def check_upload(data: bytes, max_pixels: int) -> None:
         raise ApiError(
             422, "too_many_pixels", f"image has {width}x{height} pixels, more than the {max_pixels:,} allowed"
         )
+    return width * height
 
 
 @dataclass
@@ -82,13 +83,14 @@ class SearchOptions:
 
 
 def _search_upload(
-    engine: SearchEngine, data: bytes, max_pixels: int, options: SearchOptions, name: str
+    engine: SearchEngine, data: bytes, budget: PixelBudget, max_pixels: int, options: SearchOptions, name: str
 ) -> SearchResult:
-    check_upload(data, max_pixels)
+    pixels = check_upload(data, max_pixels)
     try:
-        return engine.search(
-            data, k=options.k, category=options.category, query_name=name, same_class=options.same_class
-        )
+        with budget.hold(pixels):
+            return engine.search(
+                data, k=options.k, category=options.category, query_name=name, same_class=options.same_class
+            )
     except ImageError as exc:
         raise ApiError(422, "corrupt_image", f"the image could not be decoded: {exc}") from None
 
@@ -97,7 +99,7 @@ async def _known_category(request: Request, category: Optional[str]) -> Optional
     if not category:
         return None
     state = request.app.state
-    known = await run_cpu(request, state.categories.get, state.engine)
+    known = await run_light(request, state.categories.get, state.engine)
     if category not in known:
         raise ApiError(
             422, "unknown_category", f"no category {category!r} in this catalog; GET /api/categories lists them"
@@ -140,7 +142,14 @@ async def search(
     if len(data) > limit:
         raise ApiError(413, "upload_too_large", too_large_message(limit))
     result = await run_cpu(
-        request, _search_upload, state.engine, data, state.settings.max_pixels, options, image.filename or "upload"
+        request,
+        _search_upload,
+        state.engine,
+        data,
+        state.pixel_budget,
+        state.settings.max_pixels,
+        options,
+        image.filename or "upload",
     )
     return _search_json(request, result)
 
@@ -178,7 +187,7 @@ async def more_like_this(
 async def categories(request: Request) -> dict[str, Any]:
     """Every catalog category with its number of products."""
     state = request.app.state
-    known = await run_cpu(request, state.categories.get, state.engine)
+    known = await run_light(request, state.categories.get, state.engine)
     return {"categories": [{"name": name, "products": n} for name, n in sorted(known.items())]}
 
 
@@ -198,7 +207,7 @@ def _product(engine: SearchEngine, product_id: str) -> list:
 )
 async def product(request: Request, product_id: str = Path(description="a catalog product id")) -> dict[str, Any]:
     """The product's metadata and its indexed images, each with its stored garments."""
-    hits = await run_cpu(request, _product, request.app.state.engine, product_id)
+    hits = await run_light(request, _product, request.app.state.engine, product_id)
     images: dict[str, dict[str, Any]] = {}
     for hit in hits:
         entry = images.setdefault(hit.image_id, {**_urls(request, hit.image_id), "garments": []})
@@ -220,12 +229,16 @@ def _health(engine: SearchEngine) -> dict[str, Any]:
         "index_garments": 0,
         "embedder": pipeline.embedder_spec.name,
         "detector": pipeline.detector_spec.name,
+        "index_models_changed": False,
     }
     try:
         body["index_garments"] = engine.store.count()
+        engine.refresh_manifest_if_due()
     except Exception as exc:  # the report is the point: say unavailable rather than fail
         log.warning("health check: store unreachable: %s", exc)
         body.update(status="unavailable", store_reachable=False)
+    if engine.models_changed:
+        body.update(status="unavailable", index_models_changed=True)
     if not body["models_loaded"]:
         body["status"] = "unavailable"
     return body
@@ -240,7 +253,7 @@ def _health(engine: SearchEngine) -> dict[str, Any]:
 )
 async def healthz(request: Request) -> Any:
     """`ok` (200) when the store answers and the models are loaded, else `unavailable` (503)."""
-    body = await run_cpu(request, _health, request.app.state.engine)
+    body = await run_light(request, _health, request.app.state.engine)
     return body if body["status"] == "ok" else JSONResponse(body, status_code=503)
 
 
@@ -259,7 +272,11 @@ def _image_path(request: Request, image_id: str) -> str:
 
 
 def _cache_headers(request: Request, etag: str) -> dict[str, str]:
-    return {"Cache-Control": f"public, max-age={request.app.state.settings.image_max_age_s}", "ETag": etag}
+    return {
+        "Cache-Control": f"public, max-age={request.app.state.settings.image_max_age_s}",
+        "ETag": etag,
+        "X-Content-Type-Options": "nosniff",  # the type sent is the content's: browsers must not guess
+    }
 
 
 def _etag(path: str, image_id: str, variant: str) -> str:
@@ -275,29 +292,41 @@ def _etag(path: str, image_id: str, variant: str) -> str:
 )
 async def catalog_image(request: Request, image_id: str) -> Response:
     """The original file of an indexed catalog image, by its id."""
-    path = await run_cpu(request, _image_path, request, image_id)
-    media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    path = await run_light(request, _image_path, request, image_id)
+    media_type = await run_light(request, _sniffed_media_type, path)
+    if media_type is None:
+        raise ApiError(422, "corrupt_image", f"image {image_id!r} is no longer an image this server reads")
     return FileResponse(path, media_type=media_type, headers=_cache_headers(request, _etag(path, image_id, "full")))
 
 
-def _thumbnail(request: Request, image_id: str, size: int) -> tuple[bytes, str]:
+def _sniffed_media_type(path: str) -> Optional[str]:
+    """The file's media type by its content (its header), never by its name: a catalog file
+    named .jpg may hold HTML, which a browser must not be told to render."""
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as img:
+            return Image.MIME.get(img.format or "")
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def _cached_thumbnail(request: Request, image_id: str, size: int) -> tuple[str, str, Optional[bytes]]:
+    """(path, etag, the cached thumbnail or None): the cheap part of serving a thumbnail."""
     path = _image_path(request, image_id)
     etag = _etag(path, image_id, str(size))
+    cached = request.app.state.thumbnails.get((image_id, size))
+    return path, etag, cached[0] if cached is not None and cached[1] == etag else None
+
+
+def _thumbnail(request: Request, path: str, image_id: str, size: int, etag: str) -> bytes:
     cache = request.app.state.thumbnails
-    cached = cache.get((image_id, size))
-    if cached is not None and cached[1] == etag:
-        return cached
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))  # JPEG decodes at 1/2-1/8 scale: much faster on big photos
-            picture = load_image(img)
-    except (OSError, SyntaxError, ValueError) as exc:  # a catalog file changed or broke after indexing
-        raise ImageError(str(exc)) from exc
+    # The upload's pixel cap holds here too: a catalog file may have been replaced since it was
+    # indexed (by a decompression bomb, say). JPEGs decode at 1/2-1/8 scale for thumbnails.
+    picture = load_image(path, max_pixels=request.app.state.settings.max_pixels, draft=(size, size))
     picture.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
     cache.put((image_id, size), (out.getvalue(), etag))
-    return out.getvalue(), etag
+    return out.getvalue()
 
 
 @router.get(
@@ -310,11 +339,13 @@ async def thumbnail(
     request: Request, image_id: str, size: int = Query(320, ge=32, le=1024, description="longest side in pixels")
 ) -> Response:
     """A JPEG of an indexed catalog image, at most `size` pixels on its longest side."""
-    try:
-        data, etag = await run_cpu(request, _thumbnail, request, image_id, size)
-    except ImageError as exc:
-        raise ApiError(422, "corrupt_image", f"image {image_id!r} cannot be decoded: {exc}") from None
+    path, etag, data = await run_light(request, _cached_thumbnail, request, image_id, size)
     headers = _cache_headers(request, etag)
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
+    try:
+        if data is None:
+            data = await run_cpu(request, _thumbnail, request, path, image_id, size, etag)
+    except ImageError as exc:
+        raise ApiError(422, "corrupt_image", f"image {image_id!r} cannot be decoded: {exc}") from None
     return Response(data, media_type="image/jpeg", headers=headers)

@@ -13,10 +13,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, ClassVar, Hashable, Mapping, Optional, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, ClassVar, Hashable, Iterator, Mapping, Optional, TypeVar, Union
 
 import anyio
 from fastapi import FastAPI, Request
@@ -43,6 +43,9 @@ class Settings:
     # Decoded pixels allowed per upload: a 40 MP photo is ~120 MB of RGB; a few-KB file that
     # claims more is a decompression bomb.
     max_pixels: int = 40_000_000
+    # Decoded pixels of all searches in flight together: eight 40 MP uploads at once would
+    # otherwise hold ~1 GB of RGB; past the budget, a search waits for others to finish.
+    decode_pixels: int = 80_000_000
     # Concurrent CPU-bound jobs (searches, thumbnails); more than the cores only adds latency.
     search_threads: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     thumbnail_cache_entries: int = 2048
@@ -53,6 +56,7 @@ class Settings:
     ENVIRONMENT: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
         "MAX_UPLOAD_MB": ("max_upload_bytes", lambda text: int(float(text) * 2**20)),
         "MAX_PIXELS": ("max_pixels", int),
+        "DECODE_PIXELS": ("decode_pixels", int),
         "THREADS": ("search_threads", int),
         "THUMBNAIL_CACHE": ("thumbnail_cache_entries", int),
         "IMAGE_MAX_AGE_S": ("image_max_age_s", int),
@@ -61,7 +65,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
-        """The defaults, overridden by ``FASHION_SEARCH_MAX_UPLOAD_MB``, ``_MAX_PIXELS``,
+        """The defaults, overridden by ``FASHION_SEARCH_MAX_UPLOAD_MB``, ``_MAX_PIXELS``, ``_DECODE_PIXELS``,
         ``_THREADS``, ``_THUMBNAIL_CACHE``, ``_IMAGE_MAX_AGE_S`` and ``_CATEGORIES_TTL_S``
         where they are set."""
         environ = os.environ if environ is None else environ
@@ -104,6 +108,30 @@ class LruCache:
                 self._data.popitem(last=False)
 
 
+class PixelBudget:
+    """Pixels that searches in flight may hold decoded, together. A search takes its image's
+    share before decoding and gives it back when done; one that would pass the budget waits.
+    An image larger than the whole budget takes all of it (the per-image cap refuses worse)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
+        self.used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        share = min(max(0, int(pixels)), self.capacity)
+        with self._changed:
+            self._changed.wait_for(lambda: self.used + share <= self.capacity)
+            self.used += share
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= share
+                self._changed.notify_all()
+
+
 class Categories:
     """The catalog's categories, re-read from the store at most every ``ttl`` seconds: asked on
     every filtered search, and a full scan of a large store."""
@@ -120,9 +148,20 @@ class Categories:
         return self._value
 
 
+# Threads for cheap blocking reads (health, categories, a product's rows, cached thumbnails):
+# their own pool, so that they answer in milliseconds while every search thread is busy.
+LIGHT_THREADS = 8
+
+
 async def run_cpu(request: Request, func: Callable[..., T], *args: Any) -> T:
     """Run blocking work in a worker thread, within the app's concurrency limit."""
     return await anyio.to_thread.run_sync(func, *args, limiter=request.app.state.cpu_limiter)
+
+
+async def run_light(request: Request, func: Callable[..., T], *args: Any) -> T:
+    """Run a cheap blocking read in a thread of its own pool, never queued behind searches
+    (a load balancer's health probe must not time out on a busy but healthy server)."""
+    return await anyio.to_thread.run_sync(func, *args, limiter=request.app.state.light_limiter)
 
 
 def create_app(engine_or_db: Union[SearchEngine, str, os.PathLike], settings: Optional[Settings] = None) -> FastAPI:
@@ -138,6 +177,7 @@ def create_app(engine_or_db: Union[SearchEngine, str, os.PathLike], settings: Op
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Per event loop: a limiter belongs to the loop that serves the requests.
         app.state.cpu_limiter = anyio.CapacityLimiter(settings.search_threads)
+        app.state.light_limiter = anyio.CapacityLimiter(LIGHT_THREADS)
         try:
             yield
         finally:
@@ -154,9 +194,14 @@ def create_app(engine_or_db: Union[SearchEngine, str, os.PathLike], settings: Op
         version=_version(),
         lifespan=lifespan,
     )
+    # Replicas over one store see other processes' index runs: rows at once (the store is
+    # read live), learned category classes and the models' record every categories_ttl_s.
+    engine.manifest_ttl_s = settings.categories_ttl_s
     app.state.engine = engine
     app.state.settings = settings
     app.state.cpu_limiter = anyio.CapacityLimiter(settings.search_threads)
+    app.state.light_limiter = anyio.CapacityLimiter(LIGHT_THREADS)
+    app.state.pixel_budget = PixelBudget(settings.decode_pixels)
     app.state.thumbnails = LruCache(settings.thumbnail_cache_entries)
     app.state.image_paths = LruCache(max(settings.thumbnail_cache_entries, 4096))
     app.state.categories = Categories(settings.categories_ttl_s)

@@ -1,9 +1,26 @@
 import csv
+import os
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from fashion_search import SearchEngine
 from fashion_search.catalog import CatalogError, CsvColumns, load_catalog
+from fashion_search.pipeline import Component
+
+
+def refuse_to_list(monkeypatch, locked: Path) -> None:
+    """Make ``locked`` unreadable. Tests run as root in CI, where chmod 000 does not stop
+    reading: refuse the way the kernel would."""
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
 
 
 def test_folder_layout_yields_category_and_product_from_folders(tiny_catalog):
@@ -66,3 +83,28 @@ def test_fingerprint_changes_when_file_or_entry_changes(tiny_catalog):
     assert item.fingerprint() == before
     Image.new("RGB", (9, 9), (1, 2, 3)).save(item.path)
     assert item.fingerprint() != before
+
+
+def test_unreadable_folders_looping_links_and_fifos_are_reported_not_fatal(tiny_catalog, monkeypatch):
+    locked = tiny_catalog / "Skirts"
+    (tiny_catalog / "Tops" / "red-1" / "loop.jpg").symlink_to("loop.jpg")
+    os.mkfifo(tiny_catalog / "Tops" / "blue-1" / "pipe.jpg")
+    refuse_to_list(monkeypatch, locked)
+    catalog = load_catalog(folder=tiny_catalog)
+    assert {item.product_id for item in catalog} == {"red-1", "blue-1"}
+    reasons = dict(catalog.problems)
+    assert reasons[str(locked)] == "cannot read folder: Permission denied"
+    assert reasons[str(tiny_catalog / "Tops" / "red-1" / "loop.jpg")] == "broken or looping symbolic link"
+    assert "FIFO" in reasons[str(tiny_catalog / "Tops" / "blue-1" / "pipe.jpg")]
+
+
+def test_an_unreadable_folder_is_reported_by_the_index_run_and_its_images_are_kept(tiny_catalog, tmp_path, monkeypatch):
+    engine = SearchEngine.create(
+        tmp_path / "db.lance", embedder=Component("test-pixels"), detector=Component("foreground")
+    )
+    assert engine.index(load_catalog(folder=tiny_catalog)).indexed == 5
+    locked = tiny_catalog / "Skirts"
+    refuse_to_list(monkeypatch, locked)
+    report = engine.index(load_catalog(folder=tiny_catalog))
+    assert report.failed == [(str(locked), "cannot read folder: Permission denied")]
+    assert (report.removed, engine.store.count()) == (0, 5)

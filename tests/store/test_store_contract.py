@@ -324,3 +324,13 @@ def test_optimize_on_a_small_table_keeps_exact_results(store: VectorStore) -> No
     # Writes after optimize are searchable before the next optimize.
     store.upsert_images([row("late", vector=queries[1])])
     assert store.search(queries[1], 1)[0].image_id == "late"
+
+
+def test_a_store_whose_index_build_never_ran_says_so_until_optimized(new_store: StoreFactory) -> None:
+    # What a run killed during its final optimize() leaves: rows written, no index built.
+    store = new_store(ann={"min_rows": 100})
+    assert not store.needs_optimize()  # nothing stored yet
+    store.add_rows_bulk(random_rows(150))
+    assert store.needs_optimize()
+    store.optimize()
+    assert vector_indexes(store) and not store.needs_optimize()

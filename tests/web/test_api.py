@@ -207,7 +207,42 @@ def test_healthz_says_unavailable_when_the_store_fails(engine, monkeypatch):
     assert response.status_code == 503 and response.json()["store_reachable"] is False
 
 
+def test_health_categories_and_cached_thumbnails_answer_while_every_search_thread_is_busy(engine, monkeypatch):
+    entered, release = threading.Semaphore(0), threading.Event()
+    search = engine.search
+
+    def held_search(*args, **kwargs):
+        entered.release()
+        release.wait(60)
+        return search(*args, **kwargs)
+
+    with TestClient(create_app(engine, Settings(search_threads=2))) as c:
+        image = upload(c, RED, k=1).json()["garments"][0]["results"][0]["thumbnail"]
+        assert c.get(image).status_code == 200  # now cached
+        monkeypatch.setattr(engine, "search", held_search)
+        with ThreadPoolExecutor(8) as pool:
+            searches = [pool.submit(upload, c, RED) for _ in range(4)]
+            try:
+                for _ in range(2):  # both search threads are taken; two more searches wait
+                    assert entered.acquire(timeout=20)
+                for path in ("/healthz", "/api/categories", image, "/api/products/red-1"):
+                    # Before the fix these waited for a search thread, i.e. until release.
+                    answer = pool.submit(c.get, path).result(timeout=20)
+                    assert answer.status_code == 200, path
+            finally:
+                release.set()
+            assert all(s.result().status_code == 200 for s in searches)
+
+
 # -- images ----------------------------------------------------------------------------------------
+
+
+def test_a_thumbnail_of_a_catalog_file_replaced_by_a_bomb_is_refused_by_the_pixel_cap(client, engine):
+    result = upload(client, RED, k=1).json()["garments"][0]["results"][0]
+    # The client's cap is 1 MP; a 1500x1000 PNG of one colour is a few KB.
+    path = Path(engine.store.image_path(result["image_id"]))
+    path.write_bytes(png(Image.new("RGB", (1500, 1000), (215, 25, 25))))
+    assert_error(client.get(result["thumbnail"] + "?size=64"), 422, "corrupt_image")
 
 
 def test_catalog_images_are_served_by_id_with_cache_headers(client):
@@ -332,3 +367,52 @@ def test_a_running_search_does_not_block_other_requests(engine, monkeypatch):
         assert time.perf_counter() - t0 < 0.5
         assert not pending.done()
         assert pending.result().status_code == 200
+
+
+def test_a_wrong_method_is_a_405_that_names_the_allowed_ones(client):
+    response = client.delete("/api/search")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_path_with_an_encoded_newline_cannot_forge_a_log_line(client, caplog):
+    with caplog.at_level(logging.WARNING, logger="fashion_search.web"):
+        client.get("/api/products/x%0AWARNING%20forged%20line")
+    lines = [line for record in caplog.records for line in record.getMessage().splitlines()]
+    assert len(lines) == len(caplog.records) == 1 and "\\nWARNING forged line" in lines[0]
+
+
+def test_catalog_images_are_served_with_the_type_of_their_content_not_their_name(client, engine):
+    result = upload(client, RED, k=1).json()["garments"][0]["results"][0]
+    path = Path(engine.store.image_path(result["image_id"]))
+    path.write_bytes(png(Image.new("RGB", (40, 50), (215, 25, 25))))  # a PNG, whatever its name
+    served = client.get(result["image"])
+    assert served.headers["content-type"] == "image/png" and served.headers["x-content-type-options"] == "nosniff"
+    path.write_bytes(b"<html><script>alert(1)</script></html>")
+    assert_error(client.get(result["image"]), 422, "corrupt_image")
+
+
+@pytest.mark.parametrize(("budget_images", "most_at_once"), [(1, 1), (2, 2)])
+def test_searches_in_flight_hold_at_most_the_decode_budget_of_pixels(engine, monkeypatch, budget_images, most_at_once):
+    pixels = 100 * 120  # RED's
+    running, peak, lock = 0, 0, threading.Lock()
+    search = engine.search
+
+    def counted_search(*args, **kwargs):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.5)  # long enough for the other searches to arrive
+        try:
+            return search(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(engine, "search", counted_search)
+    settings = Settings(search_threads=4, decode_pixels=budget_images * pixels + pixels // 2)
+    with TestClient(create_app(engine, settings)) as c, ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: upload(c, RED), range(4)))
+    assert all(a.status_code == 200 for a in answers)
+    assert peak == most_at_once
