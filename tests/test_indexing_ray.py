@@ -67,7 +67,7 @@ def test_killed_ray_run_is_finished_by_the_next_without_duplicates(zalora_catalo
     db = tmp_path / "db.lance"
     args = ["index", "--csv", str(zalora_catalog), "--db", str(db), "--ray", "--workers", "1", "--batch-size", "2"]
     run = [sys.executable, "-m", "fashion_search.cli", *args]
-    # Its own session, so that the kill takes the local Ray instance's processes with it.
+    # A process group of its own, so that the kill takes the local Ray instance's processes with it.
     proc = subprocess.Popen(run, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline, stored = time.monotonic() + 240, 0
     while time.monotonic() < deadline and proc.poll() is None:
