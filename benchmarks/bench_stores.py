@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -65,6 +65,40 @@ def postgres_bytes(store: VectorStore) -> int:
         )
 
 
+def open_stores(
+    stores: dict[str, VectorStore],
+    kinds: list[str],
+    work: Path,
+    dim: int,
+    pg_options: str,
+    postgres: Optional[str] = None,
+    settings: Optional[dict[str, str]] = None,
+) -> Any:
+    """Open empty stores of ``kinds`` into ``stores``: Lance under ``work``, PostgreSQL on the
+    ``postgres`` database or on a server started under ``work`` with ``settings`` (returned,
+    for the caller to stop; None otherwise)."""
+    server = None
+    try:
+        if "postgres" in kinds:
+            base = postgres
+            if not base:
+                from tests.store.pg_server import start_server
+
+                server = start_server(settings or {}, parent=str(work))
+                server.sql("postgres", "CREATE DATABASE bench")
+                base = server.url("bench")
+            uri = f"{base}{'&' if '?' in base else '?'}{pg_options}"
+            open_store(uri, dim=dim).clear()
+            stores["postgres"] = open_store(uri, dim=dim)
+        if "lance" in kinds:
+            stores["lance"] = open_store(f"lancedb://{work / 'lance'}", dim=dim)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    return server
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(ap)
@@ -83,6 +117,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         default=[100],
         help="hnsw.ef_search values to measure PostgreSQL's lookups with, one column each",
     )
+    ap.add_argument(
+        "--pg-fetch-factor",
+        type=float,
+        nargs="+",
+        help="filtered_fetch_factor values (rows a filtered walk fetches, as a multiple of k), "
+        "one column each per ef_search value; default: the store's",
+    )
     ap.add_argument("--stores", nargs="+", default=["lance", "postgres"], choices=["lance", "postgres"])
     ap.add_argument("--json", default=results_json.default_path("bench_stores"))
     args = ap.parse_args(argv)
@@ -93,33 +134,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     server = None
     stores: dict[str, VectorStore] = {}
     try:
-        if "postgres" in args.stores:
-            if args.postgres:
-                base = args.postgres
-            else:
-                from tests.store.pg_server import start_server
-
-                # Durable like a real server; memory for an HNSW graph of this size; one
-                # parallel worker beside the leader on two cores.
-                server = start_server(
-                    {
-                        "fsync": "on",
-                        "synchronous_commit": "on",
-                        "full_page_writes": "on",
-                        "shared_buffers": "4GB",
-                        "max_wal_size": "8GB",
-                        "max_parallel_maintenance_workers": str(max(1, (os.cpu_count() or 2) - 1)),
-                    },
-                    parent=str(work),
-                )
-                server.sql("postgres", "CREATE DATABASE bench")
-                base = server.url("bench")
-            sep = "&" if "?" in base else "?"
-            stores["postgres"] = open_store(f"{base}{sep}table=bench_{args.seed}&{args.pg_options}", dim=args.dim)
-            stores["postgres"].clear()
-            stores["postgres"] = open_store(f"{base}{sep}table=bench_{args.seed}&{args.pg_options}", dim=args.dim)
-        if "lance" in args.stores:
-            stores["lance"] = open_store(f"lancedb://{work / 'lance'}", dim=args.dim)
+        # Durable like a real server; memory for an HNSW graph of this size; one parallel
+        # worker beside the leader on two cores.
+        settings = {
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "full_page_writes": "on",
+            "shared_buffers": "4GB",
+            "max_wal_size": "8GB",
+            "max_parallel_maintenance_workers": str(max(1, (os.cpu_count() or 2) - 1)),
+        }
+        server = open_stores(
+            stores, args.stores, work, args.dim, f"table=bench_{args.seed}&{args.pg_options}", args.postgres, settings
+        )
         print(f"# bench_stores: {args.rows:,} x {args.dim}-d, {args.queries} queries; {', '.join(stores)}", flush=True)
 
         mixture = Mixture(args.dim, args.centres, args.seed)
@@ -162,20 +189,26 @@ def main(argv: Optional[list[str]] = None) -> int:
             }
 
         warmup = mixture.queries(WARMUP, stream=4)
-        # One column per store, PostgreSQL once per ef_search value (its graph walk's width).
-        columns: list[tuple[str, str, Optional[int]]] = []
+        # One column per store, PostgreSQL once per ef_search value (its graph walk's width)
+        # and filtered fetch factor.
+        columns: list[tuple[str, str, Optional[tuple[int, Optional[float]]]]] = []
         for name in stores:
             if name == "postgres":
-                columns += [(f"postgres ef_search={ef}", name, ef) for ef in args.pg_ef_search]
+                for ef in args.pg_ef_search:
+                    for ff in args.pg_fetch_factor or [None]:
+                        label = f"postgres ef_search={ef}" + ("" if ff is None else f" fetch={ff:g}k")
+                        columns.append((label, name, (ef, ff)))
             else:
                 columns.append((name, name, None))
         lookups: dict[str, list[dict]] = {column: [] for column, _, _ in columns}
         for label, category in (("no filter", None), (f"category={RARE} (5%)", RARE)):
             for k in args.k:
-                for column, name, ef in columns:
+                for column, name, pg in columns:
                     store = stores[name]
-                    if ef is not None:
-                        store.ann.ef_search = ef  # type: ignore[attr-defined]
+                    if pg is not None:
+                        store.ann.ef_search = pg[0]  # type: ignore[attr-defined]
+                        if pg[1] is not None:
+                            store.ann.filtered_fetch_factor = pg[1]  # type: ignore[attr-defined]
                     for q in warmup:
                         store.search(q, k, category=category)
                     latencies, recalls = [], []
