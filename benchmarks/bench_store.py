@@ -108,7 +108,9 @@ def chunks(rows: int) -> Iterator[tuple[int, int, int]]:
         yield i, lo, min(rows, lo + CHUNK)
 
 
-def make_rows(lo: int, vectors: np.ndarray, cats: np.ndarray) -> list[VectorRow]:
+def make_rows(
+    lo: int, vectors: np.ndarray, cats: np.ndarray, metadata: Optional[list[dict[str, str]]] = None
+) -> list[VectorRow]:
     return [
         VectorRow(
             image_id=f"img{lo + i:08d}",
@@ -120,7 +122,7 @@ def make_rows(lo: int, vectors: np.ndarray, cats: np.ndarray) -> list[VectorRow]
             score=0.9,
             box=(0.0, 0.0, 1.0, 1.0),
             fingerprint=f"fp{lo + i}",
-            metadata={"title": f"item {lo + i}"},
+            metadata={"title": f"item {lo + i}"} if metadata is None else metadata[i],
             vector=vectors[i],
         )
         for i in range(len(vectors))

@@ -152,10 +152,13 @@ def _print_result(result: dict) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     embedder, detector = _components(args)
     engine = SearchEngine.open(args.db, embedder, detector)
+    where = engine.parse_filter(args.filter)  # a bad filter fails before any photo is read
     failures = 0
     for image in args.images:
         try:
-            result = engine.search(image, k=args.k, category=args.category, same_class=not args.any_class).to_dict()
+            result = engine.search(
+                image, k=args.k, category=args.category, same_class=not args.any_class, where=where
+            ).to_dict()
         except ImageError as exc:
             failures += 1
             result = {"query": image, "error": str(exc)}
@@ -322,6 +325,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         for category, shares in sorted(info["category_classes"].items()):
             print(f"  {category}: " + ", ".join(f"{label} {share:.2f}" for label, share in shares.items()))
+        if info["metadata_columns"]:
+            print("  metadata columns (for --filter):")
+        for name, column in info["metadata_columns"].items():
+            if column["type"] == "number":
+                shown = f"number, {column['min']:g} to {column['max']:g}"
+            else:
+                values = column.get("values")
+                shown = "text, " + (", ".join(map(repr, values)) if values else "many values")
+            print(f"    {name}: {shown} ({column['products']} products)")
     if args.check and not info["models_match"]:
         if not args.json:
             print(
@@ -426,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True)
     p.add_argument("-k", type=int, default=12, help="results per garment (default 12)")
     p.add_argument("--category", help="only products of this catalog category")
+    p.add_argument(
+        "--filter",
+        metavar="EXPR",
+        help="only products whose metadata passes EXPR, e.g. 'brand = \"Nike\" and price < 50' "
+        "(grammar: docs/filters.md; `fashion-search info --db DB` lists the columns)",
+    )
     p.add_argument(
         "--any-class",
         action="store_true",

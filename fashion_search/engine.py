@@ -7,7 +7,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -19,12 +19,13 @@ from fashion_search.images import ImageSource, load_image
 from fashion_search.indexing import IndexReport, index_catalog
 from fashion_search.pipeline import DEFAULT_CROP, Component, GarmentPipeline, pipeline_from_manifest
 from fashion_search.store import Hit, VectorStore, missing_local_store, open_store
+from fashion_search.store.filters import Filter, MetadataColumns, parse_filter
 
 if TYPE_CHECKING:
     from fashion_search.indexing_ray import RaySettings
 
 # Store filters for one lookup: catalog categories and garment labels (None: no filter).
-Where = Optional[Union[str, list[str]]]
+Narrowing = Optional[Union[str, list[str]]]
 
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class SearchEngine:
         self.store = store
         self.pipeline = pipeline
         self._category_classes: Optional[CategoryClasses] = None
+        self._metadata_columns = MetadataColumns()
         self._manifest_read_at = 0.0
         # How often the index's manifest is re-read (None: once). A server sets it, so that
         # classes learned by another process's index run reach it without a restart.
@@ -199,6 +201,7 @@ class SearchEngine:
         manifest = self.store.read_manifest()
         self._manifest_read_at = time.monotonic()
         self._category_classes = CategoryClasses.from_dict(manifest.get("category_classes"))
+        self._metadata_columns = MetadataColumns.from_dict(manifest.get("metadata_columns"))
         changed = self.pipeline.differences(manifest) if manifest.get("embedder") else []
         if changed and not self.models_changed:
             log.error("the index was rebuilt with other models; restart to load them: %s", "; ".join(changed))
@@ -232,21 +235,50 @@ class SearchEngine:
             garment_filter = None if all_garments else CatalogGarmentFilter(self.category_classes)
             report = index_catalog(items, self.store, self.pipeline, garment_filter=garment_filter, **options)
         # A full scan of the store's labels: skipped when the run changed nothing.
-        if report.indexed or report.removed or not self.category_classes:
+        if (
+            report.indexed
+            or report.removed
+            or not self.category_classes
+            or "metadata_columns" not in self.store.read_manifest()
+        ):
             self.learn_category_classes()
         return report
 
     def learn_category_classes(self) -> CategoryClasses:
-        """Re-learn which garment classes each category holds from what the index contains."""
-        learned = CategoryClasses.learn(self.store.iter_rows(with_vectors=False))
+        """Re-learn which garment classes each category holds, and which metadata columns the
+        products have (what filters may name), from what the index contains: one scan."""
+        metadata: dict[str, dict[str, Any]] = {}
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for row in self.store.iter_rows(with_vectors=False):
+                metadata.setdefault(row["product_id"], row["metadata"])
+                yield row
+
+        learned = CategoryClasses.learn(rows())
+        columns = MetadataColumns.learn(metadata.values())
         manifest = self.store.read_manifest()
         manifest["category_classes"] = learned.to_dict()
+        manifest["metadata_columns"] = columns.to_dict()
         self.store.write_manifest(manifest)
         self._category_classes = learned
+        self._metadata_columns = columns
         self._manifest_read_at = time.monotonic()
         return learned
 
-    def class_filter(self, label: str, category: Optional[str], same_class: bool) -> tuple[Where, Where]:
+    @property
+    def metadata_columns(self) -> MetadataColumns:
+        """The metadata columns the catalog's products have, as learned at the last index run."""
+        self.refresh_manifest_if_due()
+        return self._metadata_columns
+
+    def parse_filter(self, where: "str | Filter | None") -> Optional[Filter]:
+        """A metadata filter for this index: text is parsed against its columns
+        (:class:`FilterError` when it does not parse or names an unknown column)."""
+        if where is None or not isinstance(where, str):
+            return where
+        return parse_filter(where, self.metadata_columns)
+
+    def class_filter(self, label: str, category: Optional[str], same_class: bool) -> tuple[Narrowing, Narrowing]:
         """The store filters (categories, garment labels) a garment of class ``label`` searches:
         with ``same_class``, see :meth:`CategoryClasses.search_filter`; without, everything (or
         the explicit ``category``)."""
@@ -263,13 +295,16 @@ class SearchEngine:
         same_class: bool = True,
         exclude_product: Optional[str] = None,
         exclude_image: Optional[str] = None,
+        where: "str | Filter | None" = None,
     ) -> list[ProductResult]:
         """The ``k`` products nearest to one garment's ``vector``, each ranked by its best-matching
         stored garment: the one ranking that search, "more like this" and evaluation share.
 
         ``label`` is the garment's class, which class-aware search (``same_class``) turns into
-        store filters; ``exclude_product`` leaves a product out ("more like this"),
-        ``exclude_image`` one catalog image (evaluation, where a query is a catalog image).
+        store filters; ``where`` is a metadata filter (text in the grammar of
+        :mod:`fashion_search.store.filters`, or parsed); ``exclude_product`` leaves a product
+        out ("more like this"), ``exclude_image`` one catalog image (evaluation, where a query
+        is a catalog image).
         """
         self.refresh_manifest_if_due()
         if self.models_changed:
@@ -278,7 +313,8 @@ class SearchEngine:
                 + "; ".join(self.models_changed)
                 + "): restart to search it with them"
             )
-        where, labels = self.class_filter(label, category, same_class)
+        metadata_filter = self.parse_filter(where)
+        categories, labels = self.class_filter(label, category, same_class)
         # Over-fetch because several views of one product may crowd the top; widen until k
         # distinct products are found or the index runs out.
         fetch = max(4 * k, 32)
@@ -286,10 +322,11 @@ class SearchEngine:
             hits = self.store.search(
                 vector,
                 fetch,
-                category=where,
+                category=categories,
                 label=labels,
                 exclude_product=exclude_product,
                 exclude_image=exclude_image,
+                where=metadata_filter,
             )
             products = best_per_product(hits, k)
             # The store size is asked only in the rare widening case, not on every search.
@@ -304,13 +341,14 @@ class SearchEngine:
         category: Optional[str],
         same_class: bool,
         exclude_product: Optional[str] = None,
+        where: Optional[Filter] = None,
     ) -> list[list[ProductResult]]:
         """One lookup per garment ``(vector, label)``, run side by side: the store's queries
         spend most of their time outside the GIL, so a photo with five garments does not wait
         five lookups in a row."""
 
         def one(query: tuple[np.ndarray, str]) -> list[ProductResult]:
-            return self.lookup(query[0], query[1], k, category, same_class, exclude_product)
+            return self.lookup(query[0], query[1], k, category, same_class, exclude_product, where=where)
 
         if len(queries) < 2:
             return [one(q) for q in queries]
@@ -323,8 +361,12 @@ class SearchEngine:
         category: Optional[str] = None,
         query_name: Optional[str] = None,
         same_class: bool = True,
+        where: "str | Filter | None" = None,
     ) -> SearchResult:
-        """The ``k`` most similar products for each garment found in ``image``."""
+        """The ``k`` most similar products for each garment found in ``image``, only among
+        products whose metadata passes ``where`` when given (e.g. ``'brand = "Nike" and
+        price < 50'``; see :mod:`fashion_search.store.filters`)."""
+        metadata_filter = self.parse_filter(where)  # before any model runs: a typo fails fast
         t0 = time.perf_counter()
         picture = load_image(image)
         t1 = time.perf_counter()
@@ -332,7 +374,9 @@ class SearchEngine:
         t2 = time.perf_counter()
         vectors = self.pipeline.embed_garments([picture], [garments])[0]
         t3 = time.perf_counter()
-        found = self._lookups([(v, g.label) for g, v in zip(garments, vectors)], k, category, same_class)
+        found = self._lookups(
+            [(v, g.label) for g, v in zip(garments, vectors)], k, category, same_class, where=metadata_filter
+        )
         results = [GarmentResult(g, products) for g, products in zip(garments, found)]
         t4 = time.perf_counter()
         timings = dict(
@@ -354,7 +398,12 @@ class SearchEngine:
         self.store.close()
 
     def search_product(
-        self, product_id: str, k: int = 12, category: Optional[str] = None, same_class: bool = True
+        self,
+        product_id: str,
+        k: int = 12,
+        category: Optional[str] = None,
+        same_class: bool = True,
+        where: "str | Filter | None" = None,
     ) -> SearchResult:
         """ "More like this": the ``k`` products most similar to each stored garment of a
         catalog product's first image, the product itself excluded.
@@ -362,6 +411,7 @@ class SearchEngine:
         No image is decoded or embedded: the stored vectors are the query. Raises
         :class:`UnknownProductError` when the index does not hold ``product_id``.
         """
+        metadata_filter = self.parse_filter(where)
         t0 = time.perf_counter()
         hits = self.store.get_product(product_id)
         if not hits:
@@ -373,7 +423,12 @@ class SearchEngine:
         kept = [hit for hit in first if hit.row_id in vectors]
         garments = [Garment(label=hit.label, score=1.0, box=tuple(int(round(v)) for v in hit.box)) for hit in kept]
         found = self._lookups(
-            [(vectors[hit.row_id], hit.label) for hit in kept], k, category, same_class, exclude_product=product_id
+            [(vectors[hit.row_id], hit.label) for hit in kept],
+            k,
+            category,
+            same_class,
+            exclude_product=product_id,
+            where=metadata_filter,
         )
         results = [GarmentResult(g, products) for g, products in zip(garments, found)]
         t2 = time.perf_counter()
@@ -415,4 +470,5 @@ def describe_index(db: str | os.PathLike) -> dict[str, Any]:
         "models_match": not differences,
         "differences": differences,
         "category_classes": manifest.get("category_classes", {}).get("shares", {}),
+        "metadata_columns": manifest.get("metadata_columns", {}),
     }

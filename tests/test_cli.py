@@ -211,3 +211,20 @@ def test_an_index_path_that_is_a_file_or_under_one_is_a_one_line_error(tiny_cata
     assert "is a file, not an index folder" in capsys.readouterr().err
     code, out = _index(tiny_catalog, a_file / "db", capsys)
     assert code == 2 and "cannot create the index folder" in out.err and "Traceback" not in out.err
+
+
+def test_search_filter_keeps_matching_products_and_a_bad_one_is_a_one_line_error(tiny_catalog, tmp_path, capsys):
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_text("product_id,brand,price\nred-1,Nike,30\nblue-1,Zara,60\ngreen-1,Nike,80\nblack-1,Zara,15\n")
+    _index(tiny_catalog, tmp_path / "db", capsys, "--metadata", str(metadata))
+    query = tmp_path / "q.png"
+    make_product((20, 20, 200)).save(query)
+    db = str(tmp_path / "db")
+    assert main(["search", str(query), "--db", db, "--json", "--filter", "brand = 'Nike' and price > 50"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert [r["product_id"] for r in json.loads(line)["garments"][0]["results"]] == ["green-1"]
+    assert main(["search", str(query), "--db", db, "--filter", "colour = 'Red'"]) == 2
+    err = capsys.readouterr().err
+    assert "no metadata column 'colour'" in err and "brand, price" in err and "Traceback" not in err
+    assert main(["info", "--db", db]) == 0
+    assert "price: number, 15 to 80 (4 products)" in capsys.readouterr().out

@@ -100,3 +100,33 @@ def test_more_like_this_for_an_unknown_product_says_so(engine):
 def test_results_carry_the_image_id_of_their_view(engine):
     result = engine.search(make_product((215, 25, 25)), k=2).garments[0].results[0]
     assert engine.store.image_path(result.image_id) == result.image
+
+
+def test_python_api_filters_by_metadata_text_and_rejects_unknown_columns(tiny_catalog, tmp_path):
+    from fashion_search.store.filters import FilterError
+
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_text("product_id,brand\nred-1,Nike\nblue-1,Zara\ngreen-1,Nike\nblack-1,Zara\n")
+    db = tmp_path / "db.lance"
+    engine = SearchEngine.create(db, embedder=Component("test-pixels", {}), detector=Component("foreground", {}))
+    engine.index(load_catalog(folder=tiny_catalog, metadata_csv=metadata))
+    query = make_product((20, 20, 200))
+    results = engine.search(query, k=10, where="brand = 'Nike'").garments[0].results
+    assert {r.product_id for r in results} == {"red-1", "green-1"}
+    with pytest.raises(FilterError, match="no metadata column 'price'"):
+        engine.search(query, where="price < 3")
+
+
+def test_an_index_run_with_nothing_to_do_records_metadata_columns_it_lacks(tiny_catalog, tmp_path):
+    db = tmp_path / "db.lance"
+    engine = SearchEngine.create(db, embedder=Component("test-pixels", {}), detector=Component("foreground", {}))
+    items = load_catalog(folder=tiny_catalog)
+    for item in items:
+        item.metadata["season"] = "Summer" if item.product_id.startswith("red") else "Winter"
+    engine.index(items)
+    manifest = engine.store.read_manifest()
+    manifest.pop("metadata_columns")  # as an index built before filters existed
+    engine.store.write_manifest(manifest)
+    assert SearchEngine.open(db).metadata_columns.columns == {}
+    assert engine.index(items).indexed == 0
+    assert SearchEngine.open(db).metadata_columns.columns["season"].values == ["Summer", "Winter"]

@@ -7,11 +7,14 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from fashion_search.registry import DEFAULT_STORE_SCHEME, STORES
+
+if TYPE_CHECKING:
+    from fashion_search.store.filters import Filter
 
 # VectorRow's fields every store keeps in columns of their own, beside its vector.
 ROW_FIELDS: tuple[str, ...] = (
@@ -98,9 +101,11 @@ class VectorStore(ABC):
         label: Optional[str | Sequence[str]] = None,
         exclude_product: Optional[str] = None,
         exclude_image: Optional[str] = None,
+        where: Optional["Filter"] = None,
     ) -> list[Hit]:
         """The ``k`` stored garments nearest to ``vector``, optionally only of one catalog
-        ``category`` (or any of several) and/or garment ``label`` (or any of several), without
+        ``category`` (or any of several) and/or garment ``label`` (or any of several) and/or
+        whose product metadata passes ``where`` (:mod:`fashion_search.store.filters`), without
         the garments of ``exclude_product`` or of the image ``exclude_image``; filters are
         applied before ranking so they never cost recall."""
 

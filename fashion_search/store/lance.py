@@ -41,6 +41,7 @@ from lancedb import index as lidx  # noqa: E402
 from fashion_search.errors import StoreError, UsageError  # noqa: E402
 from fashion_search.registry import STORES  # noqa: E402
 from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore  # noqa: E402
+from fashion_search.store.filters import Filter, FilterError, Junction, Not, Value  # noqa: E402
 from fashion_search.vectors import l2_normalise  # noqa: E402
 
 GARMENTS = "garments"
@@ -81,8 +82,16 @@ def garments_schema(dim: int) -> pa.Schema:
             pa.field("metadata", pa.string()),
             pa.field("hit", pa.string()),  # JSON of the Hit fields: what a search reads
             pa.field("vector", pa.list_(pa.float32(), dim)),
+            # The metadata again, as Lance's JSON type, which its filters can read into.
+            pa.field(METADATA_JSON, pa.json_(pa.utf8())),
         ]
     )
+
+
+# Added after the first release: a table without it is still read and written, only not
+# filtered on metadata.
+METADATA_JSON = "metadata_json"
+_OPTIONAL_COLUMNS = {METADATA_JSON}
 
 
 _MANIFEST_SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())])
@@ -95,6 +104,27 @@ def sql_str(value: str) -> str:
 
 def sql_in(column: str, values: Iterable[str]) -> str:
     return f"{column} IN ({', '.join(sql_str(v) for v in values)})"
+
+
+def _sql_value(value: Value, numeric: bool) -> str:
+    # Numbers go in as text cast by the engine: no float formatting to get wrong.
+    return f"CAST({sql_str(repr(float(value)))} AS DOUBLE)" if numeric else sql_str(str(value))
+
+
+def lance_filter(node: Filter) -> str:
+    """A parsed metadata filter as a Lance (DataFusion) predicate on the ``metadata_json``
+    column; every name and value is a quoted literal."""
+    if isinstance(node, Junction):
+        return "(" + f" {node.op.upper()} ".join(lance_filter(p) for p in node.parts) + ")"
+    if isinstance(node, Not):
+        return f"(NOT {lance_filter(node.part)})"
+    value = f"nullif(json_get_string({METADATA_JSON}, {sql_str(node.column)}), '')"
+    if node.numeric:
+        value = f"try_cast({value} AS DOUBLE)"
+    literals = [_sql_value(v, node.numeric) for v in node.values]
+    if node.op == "in":
+        return f"({value} IN ({', '.join(literals)}))"
+    return f"({value} {'<>' if node.op == '!=' else node.op} {literals[0]})"
 
 
 @dataclass
@@ -201,7 +231,7 @@ class LanceVectorStore(VectorStore):
         table = self._open_garments()
         if table is not None:
             self.dim = table.schema.field("vector").type.list_size
-            missing = set(garments_schema(self.dim).names) - set(table.schema.names)
+            missing = set(garments_schema(self.dim).names) - set(table.schema.names) - _OPTIONAL_COLUMNS
             if missing:
                 raise StoreError(
                     f"store at {self.path} has an older layout (no {', '.join(sorted(missing))}); "
@@ -264,7 +294,18 @@ class LanceVectorStore(VectorStore):
             "hit": pa.array([_hit_json(r) for r in rows], pa.string()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
         }
-        return pa.table(columns, schema=garments_schema(self.dim))
+        schema = garments_schema(self.dim)
+        if self._has_metadata_json():
+            columns[METADATA_JSON] = pa.array(
+                [json.dumps(r.metadata or {}, sort_keys=True, default=str) for r in rows], pa.json_(pa.utf8())
+            )
+        else:
+            schema = schema.remove(schema.get_field_index(METADATA_JSON))
+        return pa.table(columns, schema=schema)
+
+    def _has_metadata_json(self) -> bool:
+        table = self._open_garments()
+        return table is None or METADATA_JSON in table.schema.names
 
     def upsert_images(self, rows: Sequence[VectorRow]) -> None:
         """Replace every stored row of the images in ``rows`` by ``rows``, in one commit.
@@ -456,6 +497,7 @@ class LanceVectorStore(VectorStore):
         label: Optional[str | Sequence[str]] = None,
         exclude_product: Optional[str] = None,
         exclude_image: Optional[str] = None,
+        where: Optional[Filter] = None,
     ) -> list[Hit]:
         if k <= 0 or self.dim is None and self._open_garments() is None:
             return []
@@ -475,6 +517,13 @@ class LanceVectorStore(VectorStore):
             if not label:
                 return []
             narrow.append(sql_in("label", sorted(label)))
+        if where is not None:
+            if not self._has_metadata_json():
+                raise FilterError(
+                    f"the index at {self.path} predates metadata filters: rebuild it "
+                    "(fashion-search index CATALOG --db ... --rebuild) to filter on metadata"
+                )
+            narrow.append(lance_filter(where))
         excluded = [f"product_id != {sql_str(exclude_product)}"] if exclude_product is not None else []
         if exclude_image is not None:
             excluded.append(f"image_id != {sql_str(exclude_image)}")

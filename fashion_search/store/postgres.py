@@ -44,6 +44,7 @@ import numpy as np
 from fashion_search.errors import MissingDependencyError, StoreError, UsageError
 from fashion_search.registry import STORES, _parse_value
 from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore
+from fashion_search.store.filters import NUMBER_PATTERN, Filter, Junction, Not
 from fashion_search.vectors import l2_normalise
 
 try:
@@ -102,6 +103,34 @@ _CONNECT_FAILURES = [
         "cannot reach PostgreSQL at {server}: is the server running and accepting connections there?",
     ),
 ]
+
+
+def postgres_filter(node: Filter, params: dict[str, Any]) -> sql.Composable:
+    """A parsed metadata filter as SQL on the ``metadata`` column (JSON text); column names and
+    values become query parameters, added to ``params``."""
+    if isinstance(node, Junction):
+        return sql.SQL("({})").format(
+            sql.SQL(f" {node.op.upper()} ").join(postgres_filter(p, params) for p in node.parts)
+        )
+    if isinstance(node, Not):
+        return sql.SQL("(NOT {})").format(postgres_filter(node.part, params))
+
+    def placeholder(value: Any) -> sql.Composable:
+        name = f"filter_{len([n for n in params if n.startswith('filter_')])}"
+        params[name] = value
+        return sql.Placeholder(name)
+
+    text = sql.SQL("NULLIF(metadata::jsonb ->> {}, '')").format(placeholder(node.column))
+    value: sql.Composable = text
+    if node.numeric:
+        # A value that is not a number compares as NULL, as in the Lance store.
+        value = sql.SQL("(CASE WHEN {t} ~ {pattern} THEN {t}::float8 END)").format(
+            t=text, pattern=placeholder(NUMBER_PATTERN)
+        )
+    values = [float(v) if node.numeric else str(v) for v in node.values]
+    if node.op == "in":
+        return sql.SQL("({} = ANY({}))").format(value, placeholder(values))
+    return sql.SQL("({} {} {})").format(value, sql.SQL(node.op), placeholder(values[0]))
 
 
 @dataclass
@@ -830,6 +859,7 @@ class PostgresVectorStore(VectorStore):
         label: Optional[str | Sequence[str]] = None,
         exclude_product: Optional[str] = None,
         exclude_image: Optional[str] = None,
+        where: Optional[Filter] = None,
     ) -> list[Hit]:
         if k <= 0:
             return []
@@ -853,6 +883,9 @@ class PostgresVectorStore(VectorStore):
             narrow.append(sql.SQL("{} = ANY({})").format(sql.Identifier(column), sql.Placeholder(column)))
             params[column] = values
             key.append((column, tuple(values)))
+        if where is not None:
+            narrow.append(postgres_filter(where, params))
+            key.append(("where", where))
         conditions = list(narrow)
         if exclude_product is not None:
             conditions.append(sql.SQL("product_id <> %(exclude_product)s"))
@@ -862,7 +895,7 @@ class PostgresVectorStore(VectorStore):
             params["exclude_image"] = str(exclude_image)
         where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
         narrow_where = sql.SQL(" AND ").join(narrow) if narrow else None
-        narrow_params = {c: params[c] for c, _ in key}
+        narrow_params = {name: value for name, value in params.items() if name not in ("q", "k")}
         try:
             with self._conn(vectors=True) as conn, conn.transaction(), conn.cursor(binary=True) as cur:
                 plan = self._plan(conn, int(k), tuple(key) or None, narrow_where, narrow_params, bool(conditions))

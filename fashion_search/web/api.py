@@ -16,11 +16,13 @@ from PIL import Image, UnidentifiedImageError
 from fashion_search.engine import SearchEngine, SearchResult
 from fashion_search.errors import ImageError, UnknownProductError
 from fashion_search.images import IMAGE_FORMATS, load_image
+from fashion_search.store.filters import MAX_FILTER_CHARS, Filter
 from fashion_search.web.app import PixelBudget, run_cpu, run_light
 from fashion_search.web.errors import ApiError, too_large_message
 from fashion_search.web.schemas import (
     CategoriesResponse,
     ErrorResponse,
+    FiltersResponse,
     HealthResponse,
     ProductResponse,
     SearchResponse,
@@ -80,6 +82,7 @@ class SearchOptions:
     k: int
     category: Optional[str]
     same_class: bool
+    where: Optional[Filter] = None
 
 
 def _search_upload(
@@ -89,7 +92,12 @@ def _search_upload(
     try:
         with budget.hold(pixels):
             return engine.search(
-                data, k=options.k, category=options.category, query_name=name, same_class=options.same_class
+                data,
+                k=options.k,
+                category=options.category,
+                query_name=name,
+                same_class=options.same_class,
+                where=options.where,
             )
     except ImageError as exc:
         raise ApiError(422, "corrupt_image", f"the image could not be decoded: {exc}") from None
@@ -118,8 +126,15 @@ async def search_options(
     k: int = Query(12, ge=1, le=MAX_K, description="results per garment"),
     category: Optional[str] = Query(None, description="only products of this catalog category (see /api/categories)"),
     same_class: bool = Query(True, description=CLASS_AWARE),
+    filter: Optional[str] = Query(
+        None,
+        max_length=MAX_FILTER_CHARS,
+        description='only products whose metadata passes this filter, e.g. `brand = "Nike" and price < 50`; '
+        "GET /api/filters lists the columns (grammar: docs/filters.md)",
+    ),
 ) -> SearchOptions:
-    return SearchOptions(k, await _known_category(request, category), same_class)
+    where = await run_light(request, request.app.state.engine.parse_filter, filter) if filter else None
+    return SearchOptions(k, await _known_category(request, category), same_class, where)
 
 
 @router.post(
@@ -157,7 +172,7 @@ async def search(
 def _more_like_this(engine: SearchEngine, product_id: str, options: SearchOptions) -> tuple[SearchResult, str]:
     try:
         result = engine.search_product(
-            product_id, k=options.k, category=options.category, same_class=options.same_class
+            product_id, k=options.k, category=options.category, same_class=options.same_class, where=options.where
         )
     except UnknownProductError:
         raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog") from None
@@ -189,6 +204,14 @@ async def categories(request: Request) -> dict[str, Any]:
     state = request.app.state
     known = await run_light(request, state.categories.get, state.engine)
     return {"categories": [{"name": name, "products": n} for name, n in sorted(known.items())]}
+
+
+@router.get("/api/filters", response_model=FiltersResponse, tags=["catalog"], summary="Metadata filters")
+async def filters(request: Request) -> dict[str, Any]:
+    """The metadata columns that searches may filter on (`filter=`), each with its type and
+    either its values (a text column with few) or its range (a number column)."""
+    columns = await run_light(request, lambda engine: engine.metadata_columns, request.app.state.engine)
+    return {"columns": list(columns.to_dict().values())}
 
 
 def _product(engine: SearchEngine, product_id: str) -> list:

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fashion_search.errors import IndexMismatchError
+from fashion_search.store.filters import FilterError
 
 log = logging.getLogger("fashion_search.web")
 
@@ -95,7 +96,11 @@ def install_error_handlers(app: FastAPI) -> None:
         # Another process rebuilt the index with other models: this process cannot serve it.
         return _reply(request, 503, "index_models_changed", str(exc))
 
+    async def bad_filter(request: Request, exc: FilterError) -> JSONResponse:
+        return _reply(request, 422, "bad_filter", str(exc))
+
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(FilterError, bad_filter)  # type: ignore[arg-type]
     app.add_exception_handler(IndexMismatchError, index_changed)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]

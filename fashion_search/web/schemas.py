@@ -64,6 +64,19 @@ class CategoriesResponse(BaseModel):
     categories: list[Category]
 
 
+class FilterColumn(BaseModel):
+    name: str
+    type: str = Field(description="`number` (ranges allowed) or `text`")
+    products: int = Field(description="products that have a value")
+    values: Optional[list[str]] = Field(None, description="a text column's values, when at most 50")
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+
+class FiltersResponse(BaseModel):
+    columns: list[FilterColumn]
+
+
 class StoredGarment(BaseModel):
     label: str
     box: list[float]

@@ -142,3 +142,21 @@ def test_optimize_retrains_the_index_when_the_table_outgrows_it(tmp_path: Path) 
     )
     s.optimize()
     assert vector_indexes(s) == ["vector_ivf_sq_p30"]
+
+
+def test_a_table_from_before_metadata_filters_is_still_written_but_refuses_them(tmp_path: Path) -> None:
+    import lancedb
+
+    from fashion_search.store.filters import FilterError, MetadataColumns, parse_filter
+    from fashion_search.store.lance import GARMENTS, METADATA_JSON, garments_schema
+
+    schema = garments_schema(DIM)
+    old = schema.remove(schema.get_field_index(METADATA_JSON))
+    lancedb.connect(str(tmp_path / "old")).create_table(GARMENTS, schema=old)
+    store = open_store(str(tmp_path / "old"))
+    rows = random_rows(10)
+    store.upsert_images(rows)
+    assert [h.row_id for h in store.search(rows[0].vector, 3)] == exact_top(rows, rows[0].vector, 3)
+    where = parse_filter("price < 50", MetadataColumns.learn(r.metadata for r in rows))
+    with pytest.raises(FilterError, match="predates metadata filters: rebuild"):
+        store.search(rows[0].vector, 3, where=where)

@@ -13,6 +13,7 @@ import pytest
 
 from fashion_search.errors import UsageError
 from fashion_search.store import Hit, VectorRow, VectorStore, open_store
+from fashion_search.store.filters import MetadataColumns, evaluate, parse_filter
 from tests.store.conftest import StoreFactory
 from tests.store.rows import DIM, exact_top, random_rows, row, unit, vector_indexes
 
@@ -181,6 +182,66 @@ def test_filter_on_an_unknown_category_returns_nothing(store: VectorStore) -> No
     store.upsert_images(random_rows(10))
     assert store.search(np.ones(DIM), 5, category="no such") == []
     assert store.search(np.ones(DIM), 5, category="it's") == []
+
+
+BRANDS = ("Nike", "Zara", "O'Neill", 'say "hi"', "x' OR 1=1 --")
+
+
+def metadata_rows(n: int, seed: int = 0) -> list[VectorRow]:
+    """Rows whose products carry brand, price (as CSV text, sometimes a JSON number) and, for
+    some, no colour at all."""
+    rows = random_rows(n, seed)
+    for i, r in enumerate(rows):
+        r.metadata = {"brand": BRANDS[i % len(BRANDS)], "price": f"{(i * 7) % 100}.5" if i % 4 else (i * 7) % 100}
+        if i % 3:
+            r.metadata["colour"] = ("Red", "Blue")[i % 2]
+        elif i % 2:
+            r.metadata["colour"] = ""  # a blank CSV cell: as if absent
+    return rows
+
+
+FILTERS = [
+    'brand = "Nike"',
+    "brand != 'Nike' and price < 40",
+    "price between 20 and 60.5 or brand in ('Zara', \"O'Neill\")",
+    "not colour = 'Red'",
+    "colour not in ('Red')",
+    'brand = "say \\"hi\\""',
+    'brand = "x\' OR 1=1 --"',
+    "price >= 99",
+]
+
+
+@pytest.mark.parametrize("text", FILTERS)
+def test_metadata_filter_ranks_exactly_the_products_that_pass_it(store: VectorStore, text: str) -> None:
+    rows = metadata_rows(120)
+    store.upsert_images(rows)
+    columns = MetadataColumns.learn(r.metadata for r in rows)
+    where = parse_filter(text, columns)
+    query = rows[3].vector
+    passing = [r for r in rows if evaluate(where, r.metadata)]
+    hits = store.search(query, 10, where=where)
+    # Applied before ranking: k hits while enough rows pass, the nearest of those that do.
+    assert len(hits) == min(10, len(passing))
+    assert [h.row_id for h in hits] == exact_top(passing, query, 10)
+    both = store.search(query, 200, category="shoes", where=where)
+    assert {h.row_id for h in both} == {r.row_id for r in passing if r.category == "shoes"}
+
+
+def test_metadata_filter_keeps_its_recall_on_an_indexed_table(new_store: StoreFactory) -> None:
+    store = new_store(ann={"min_rows": 100})
+    rows = metadata_rows(600)
+    store.upsert_images(rows)
+    store.optimize()
+    assert vector_indexes(store)
+    where = parse_filter('brand = "Zara" and price < 50', MetadataColumns.learn(r.metadata for r in rows))
+    passing = [r for r in rows if evaluate(where, r.metadata)]
+    found = 0
+    for query in (rows[i].vector for i in range(0, 100, 10)):
+        hits = store.search(query, 10, where=where)
+        assert len(hits) == 10 and all(evaluate(where, h.metadata) for h in hits)
+        found += len({h.row_id for h in hits} & set(exact_top(passing, query, 10)))
+    assert found >= 95
 
 
 def test_exclude_product_drops_every_garment_of_that_product(store: VectorStore) -> None:

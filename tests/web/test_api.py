@@ -33,8 +33,12 @@ BLUE = png(make_product((25, 25, 215), size=(100, 120)))
 @pytest.fixture
 def db(tiny_catalog: Path, tmp_path: Path) -> Path:
     path = tmp_path / "db.lance"
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_text(
+        "product_id,brand,price\nred-1,Nike,30\nblue-1,Zara,60.5\ngreen-1,Nike,80\nblack-1,,15\n", encoding="utf-8"
+    )
     SearchEngine.create(path, embedder=Component("test-pixels", {}), detector=Component("foreground", {})).index(
-        load_catalog(folder=tiny_catalog)
+        load_catalog(folder=tiny_catalog, metadata_csv=metadata)
     )
     return path
 
@@ -97,6 +101,42 @@ def test_an_empty_category_means_no_filter(client):
 
 def test_unknown_category_is_a_clear_422(client):
     assert_error(upload(client, RED, category="Hats"), 422, "unknown_category")
+
+
+def test_metadata_filter_keeps_only_passing_products(client):
+    results = upload(client, RED, k=10, filter='brand = "Nike" and price < 50').json()["garments"][0]["results"]
+    assert [r["product_id"] for r in results] == ["red-1"]
+    results = upload(client, RED, k=10, filter="price >= 15 and not brand in ('Zara')").json()["garments"][0]
+    # black-1 has no brand: a condition on it is unknown, and so is its negation.
+    assert {r["product_id"] for r in results["results"]} == {"red-1", "green-1"}
+
+
+def test_metadata_filter_combines_with_category_and_more_like_this(client):
+    results = upload(client, RED, k=10, category="Skirts", filter="price > 20").json()["garments"][0]["results"]
+    assert [r["product_id"] for r in results] == ["green-1"]
+    similar = client.post("/api/search/product/red-1", params={"filter": "brand = 'Zara'"}).json()
+    assert {r["product_id"] for g in similar["garments"] for r in g["results"]} <= {"blue-1"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("material = 'silk'", "no metadata column 'material'"),
+        ("brand < 'N'", "needs a number column"),
+        ("brand = 'Nike' or", "expected a column name"),
+        ("price < 1; DROP TABLE garments", "unexpected"),
+    ],
+)
+def test_a_bad_filter_is_a_422_that_says_why(client, text, message):
+    body = assert_error(upload(client, RED, filter=text), 422, "bad_filter")
+    assert message in body["error"]["message"]
+
+
+def test_filters_lists_the_columns_with_values_and_ranges(client):
+    columns = {c["name"]: c for c in client.get("/api/filters").json()["columns"]}
+    assert columns["brand"]["type"] == "text" and columns["brand"]["values"] == ["Nike", "Zara"]
+    assert columns["brand"]["products"] == 3
+    assert (columns["price"]["type"], columns["price"]["min"], columns["price"]["max"]) == ("number", 15, 80)
 
 
 def test_content_is_checked_by_decoding_not_by_the_file_name(client):

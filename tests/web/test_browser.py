@@ -81,6 +81,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def brand_and_price(product_id: str) -> dict[str, str]:
+    number = sum(map(ord, product_id))
+    return {"brand": ("Alpha", "Beta")[number % 2], "price": str(10 + number % 90)}
+
+
 @pytest.fixture(scope="module")
 def zalora_photos() -> list[Path]:
     from tests.helpers import SHARED_DATA
@@ -103,6 +108,8 @@ def server(zalora_photos: list[Path], tmp_path_factory: pytest.TempPathFactory) 
     chosen = {p.resolve() for p in zalora_photos[::6]}  # catalog items carry resolved paths
     items = [item for item in load_catalog(folder=zalora) if item.path in chosen]
     assert items, f"no catalog items matched under {zalora}"
+    for item in items:  # metadata for the page's filters
+        item.metadata.update(brand_and_price(item.product_id))
     db = tmp_path_factory.mktemp("browser") / "zalora.lance"
     SearchEngine.create(db, embedder=Component("test-pixels", {}), detector=Component("test-halves", {})).index(items)
     port = free_port()
@@ -182,6 +189,25 @@ def test_more_like_this_searches_from_a_catalog_product(page, zalora_photos):
     shown = [t.strip() for t in page.locator(".result-card h3").all_inner_texts()]
     assert shown and product_id not in shown
     assert "/api/images/" in page.get_attribute("#photo-img", "src")
+
+
+def test_metadata_filters_on_the_page_narrow_the_results(page, zalora_photos):
+    page.wait_for_selector("#filters:not([hidden]) select[name='filter-brand']")
+    assert page.locator("#filters input[type='number']").count() == 2  # the price range
+    page.select_option("select[name='filter-brand']", "Beta")
+    page.set_input_files("#file", str(zalora_photos[1]))
+    page.wait_for_selector(".result-card")
+    shown = {t.strip() for t in page.locator(".result-card h3").all_inner_texts()}
+    assert shown and {brand_and_price(pid)["brand"] for pid in shown} == {"Beta"}
+    page.fill("#filters input[aria-label='price to']", "40")
+    with page.expect_response(lambda r: "/api/search" in r.url and "price" in r.url) as answer:
+        page.dispatch_event("#filters input[aria-label='price to']", "change")
+    found = {r["product_id"] for g in answer.value.json()["garments"] for r in g["results"]}
+    assert found, "no Beta product under 40 in the sample"
+    assert all(brand_and_price(pid)["brand"] == "Beta" and int(brand_and_price(pid)["price"]) <= 40 for pid in found)
+    page.wait_for_selector(".result-card")
+    screenshot(page, "search-filters")
+    assert page.errors == []  # type: ignore[attr-defined]
 
 
 def test_a_file_that_is_not_an_image_gets_a_clear_message(page, tmp_path):

@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const els = {
     drop: $("drop"), pick: $("pick"), shoot: $("shoot"), file: $("file"), camera: $("camera"),
-    category: $("category"), k: $("k"), sameClass: $("same-class"),
+    category: $("category"), k: $("k"), sameClass: $("same-class"), filters: $("filters"),
     spinner: $("spinner"), statusText: $("status-text"), error: $("error"), notice: $("notice"),
     photo: $("photo"), photoImg: $("photo-img"), masks: $("photo-masks"), boxes: $("photo-boxes"),
     caption: $("photo-caption"), chips: $("garments"), results: $("results"),
@@ -22,6 +22,10 @@
     unknown_product: "That product is no longer in the catalog.",
     unknown_category: "That category is not in the catalog.",
   };
+  // Metadata filters the catalog allows: a picker per text column with few values, a range
+  // per number column (from GET /api/filters); each contributes one condition.
+  const MAX_PICKERS = 6;
+  const filterControls = [];
 
   // Each search gets a number; answers to older searches that arrive late are dropped, so the
   // page always shows the last thing the shopper asked for.
@@ -63,8 +67,14 @@
   function params() {
     const q = new URLSearchParams({ k: els.k.value, same_class: els.sameClass.checked ? "true" : "false" });
     if (els.category.value) q.set("category", els.category.value);
+    const conditions = filterControls.map((c) => c()).filter(Boolean);
+    if (conditions.length) q.set("filter", conditions.join(" and "));
     return q;
   }
+
+  // A column name and a text value in the filter grammar (docs/filters.md).
+  const column = (name) => "`" + name + "`";
+  const quoted = (text) => '"' + text.replace(/\\/g, "\\\\").replace(/"/g, '\\"') + '"';
 
   function searchPhoto(file) {
     if (photoUrl) URL.revokeObjectURL(photoUrl);
@@ -421,5 +431,67 @@
     }
   }
 
+  function addPicker(c) {
+    const label = document.createElement("label");
+    label.textContent = c.name;
+    const select = document.createElement("select");
+    select.name = `filter-${c.name}`;
+    const any = document.createElement("option");
+    any.value = "";
+    any.textContent = "Any";
+    select.append(any);
+    for (const value of c.values) {
+      const option = document.createElement("option");
+      option.value = value;
+      option.textContent = value;
+      select.append(option);
+    }
+    select.addEventListener("change", () => { if (lastQuery) lastQuery(); });
+    label.append(select);
+    els.filters.append(label);
+    filterControls.push(() => (select.value ? `${column(c.name)} = ${quoted(select.value)}` : null));
+  }
+
+  function addRange(c) {
+    const label = document.createElement("label");
+    label.className = "range";
+    const bounds = document.createElement("span");
+    bounds.className = "bounds";
+    label.append(c.name, bounds);
+    const bound = (placeholder, op) => {
+      const input = document.createElement("input");
+      input.type = "number";
+      input.step = "any";
+      input.placeholder = placeholder;
+      input.setAttribute("aria-label", `${c.name} ${op === ">=" ? "from" : "to"}`);
+      input.addEventListener("change", () => { if (lastQuery) lastQuery(); });
+      bounds.append(input);
+      filterControls.push(() => (input.value !== "" && Number.isFinite(Number(input.value))
+        ? `${column(c.name)} ${op} ${Number(input.value)}` : null));
+    };
+    bound(`${c.min}`, ">=");
+    bounds.append("–");
+    bound(`${c.max}`, "<=");
+    els.filters.append(label);
+  }
+
+  async function loadFilters() {
+    try {
+      const response = await fetch("/api/filters");
+      if (!response.ok) return;
+      const data = await response.json();
+      let shown = 0;
+      for (const c of data.columns) {
+        if (shown >= MAX_PICKERS || c.name.includes("`")) continue;
+        if (c.type === "number" && c.min !== c.max) { addRange(c); shown++; }
+        else if (c.type === "text" && c.values && c.values.length > 1) { addPicker(c); shown++; }
+      }
+      els.filters.hidden = shown === 0;
+    } catch (err) {
+      // Filters are optional: searching works without them.
+    }
+  }
+
   loadCategories();
+  loadFilters();
 })();
