@@ -28,6 +28,7 @@ such a condition does not pass either.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -130,6 +131,49 @@ def evaluate(node: Filter, metadata: Mapping[str, Any]) -> Optional[bool]:
         ">": value > other,  # type: ignore[operator]
         ">=": value >= other,  # type: ignore[operator]
     }[node.op]
+
+
+_NEGATED = {"=": "!=", "!=": "=", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def negation_normal_form(node: Filter, negate: bool = False) -> Filter:
+    """``node`` with every ``not`` pushed down onto a condition (De Morgan; a negated
+    comparison becomes the opposite one, which keeps SQL's unknowns unknown). What is left is
+    monotone, so a store may read "unknown" as "fails" everywhere, and the only negations left
+    are ``not (text = ...)`` and ``not (... in ...)``, which a store must write as "has the
+    column, and another value"."""
+    if isinstance(node, Not):
+        return negation_normal_form(node.part, not negate)
+    if isinstance(node, Junction):
+        op = {"and": "or", "or": "and"}[node.op] if negate else node.op
+        return Junction(op, tuple(negation_normal_form(p, negate) for p in node.parts))
+    if not negate:
+        return node
+    if node.op in _NEGATED:
+        return Condition(node.column, _NEGATED[node.op], node.values, node.numeric)
+    return Not(node)
+
+
+def value_tag(column: str, value: Any) -> str:
+    """The tag a store may keep for "``column`` has this value" (a JSON pair: no separator
+    that a name or value could contain)."""
+    return json.dumps([column, value], ensure_ascii=False)
+
+
+def column_tag(column: str) -> str:
+    """The tag for "``column`` has a value"."""
+    return json.dumps([column], ensure_ascii=False)
+
+
+def metadata_tags(metadata: Mapping[str, Any]) -> list[str]:
+    """A product's metadata as tags: one per column that has a value and one per
+    ``(column, value as text)``; what an equality or ``in`` condition looks up in an index."""
+    tags = []
+    for column, raw in sorted(metadata.items()):
+        text = as_text(raw)
+        if text is not None:
+            tags += [column_tag(column), value_tag(column, text)]
+    return tags
 
 
 def columns_of(node: Filter) -> set[str]:
@@ -389,6 +433,10 @@ class _Parser:
                     f"(at character {token.at + 1})"
                 )
             return number
+        if token.value == "":
+            raise FilterError(
+                f"filter: an empty text at character {token.at + 1} never matches (blank values count as absent)"
+            )
         # A number compared with a text column is compared as it was written (size = 38).
         return str(token.value)
 
@@ -413,7 +461,11 @@ __all__ = [
     "Not",
     "as_number",
     "as_text",
+    "column_tag",
     "columns_of",
     "evaluate",
+    "metadata_tags",
+    "negation_normal_form",
     "parse_filter",
+    "value_tag",
 ]

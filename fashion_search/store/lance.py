@@ -41,7 +41,17 @@ from lancedb import index as lidx  # noqa: E402
 from fashion_search.errors import StoreError, UsageError  # noqa: E402
 from fashion_search.registry import STORES  # noqa: E402
 from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore  # noqa: E402
-from fashion_search.store.filters import Filter, FilterError, Junction, Not, Value  # noqa: E402
+from fashion_search.store.filters import (  # noqa: E402
+    Condition,
+    Filter,
+    FilterError,
+    Junction,
+    Not,
+    column_tag,
+    metadata_tags,
+    negation_normal_form,
+    value_tag,
+)
 from fashion_search.vectors import l2_normalise  # noqa: E402
 
 GARMENTS = "garments"
@@ -61,7 +71,9 @@ _SCALAR_INDEXES = {
     "image_id": "BTREE",
     "product_id": "BTREE",
     "row_id": "BTREE",
+    "metadata_tags": "LABEL_LIST",  # metadata filters' equality and `in` (docs/filters.md)
 }
+_INDEX_CONFIGS = {"BITMAP": lidx.Bitmap, "BTREE": lidx.BTree, "LABEL_LIST": lidx.LabelList}
 # Long IN (...) lists are split so that a huge delete does not build one enormous SQL string.
 _IN_CHUNK = 5_000
 
@@ -82,16 +94,19 @@ def garments_schema(dim: int) -> pa.Schema:
             pa.field("metadata", pa.string()),
             pa.field("hit", pa.string()),  # JSON of the Hit fields: what a search reads
             pa.field("vector", pa.list_(pa.float32(), dim)),
-            # The metadata again, as Lance's JSON type, which its filters can read into.
+            # The metadata again, for filters: as Lance's JSON type, which its expressions can
+            # read into, and as tags ("column has this value") for a label-list index.
             pa.field(METADATA_JSON, pa.json_(pa.utf8())),
+            pa.field(METADATA_TAGS, pa.list_(pa.string())),
         ]
     )
 
 
-# Added after the first release: a table without it is still read and written, only not
+# Added after the first release: a table without them is still read and written, only not
 # filtered on metadata.
 METADATA_JSON = "metadata_json"
-_OPTIONAL_COLUMNS = {METADATA_JSON}
+METADATA_TAGS = "metadata_tags"
+_OPTIONAL_COLUMNS = {METADATA_JSON, METADATA_TAGS}
 
 
 _MANIFEST_SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())])
@@ -106,25 +121,37 @@ def sql_in(column: str, values: Iterable[str]) -> str:
     return f"{column} IN ({', '.join(sql_str(v) for v in values)})"
 
 
-def _sql_value(value: Value, numeric: bool) -> str:
-    # Numbers go in as text cast by the engine: no float formatting to get wrong.
-    return f"CAST({sql_str(repr(float(value)))} AS DOUBLE)" if numeric else sql_str(str(value))
+def _sql_list(values: Iterable[str]) -> str:
+    return "[" + ", ".join(sql_str(v) for v in values) + "]"
 
 
 def lance_filter(node: Filter) -> str:
-    """A parsed metadata filter as a Lance (DataFusion) predicate on the ``metadata_json``
-    column; every name and value is a quoted literal."""
+    """A parsed metadata filter as a Lance (DataFusion) predicate; every name and value is a
+    quoted literal. Text equality and ``in`` look tags up in ``metadata_tags`` (a label-list
+    index answers them); number comparisons read ``metadata_json``."""
+    return _lance_filter(negation_normal_form(node))
+
+
+def _lance_filter(node: Filter) -> str:
+    # After negation_normal_form everything is monotone: "unknown" may read as "fails".
     if isinstance(node, Junction):
-        return "(" + f" {node.op.upper()} ".join(lance_filter(p) for p in node.parts) + ")"
-    if isinstance(node, Not):
-        return f"(NOT {lance_filter(node.part)})"
-    value = f"nullif(json_get_string({METADATA_JSON}, {sql_str(node.column)}), '')"
-    if node.numeric:
-        value = f"try_cast({value} AS DOUBLE)"
-    literals = [_sql_value(v, node.numeric) for v in node.values]
-    if node.op == "in":
-        return f"({value} IN ({', '.join(literals)}))"
-    return f"({value} {'<>' if node.op == '!=' else node.op} {literals[0]})"
+        return "(" + f" {node.op.upper()} ".join(_lance_filter(p) for p in node.parts) + ")"
+    negated = isinstance(node, Not)
+    condition = node.part if isinstance(node, Not) else node
+    assert isinstance(condition, Condition)
+    if condition.numeric:
+        value = f"try_cast(nullif(json_get_string({METADATA_JSON}, {sql_str(condition.column)}), '') AS DOUBLE)"
+        # Numbers go in as text cast by the engine: no float formatting to get wrong.
+        literals = [f"CAST({sql_str(repr(float(v)))} AS DOUBLE)" for v in condition.values]
+        if condition.op == "in":
+            test = f"{value} IN ({', '.join(literals)})"
+        else:
+            test = f"{value} {'<>' if condition.op == '!=' else condition.op} {literals[0]}"
+        return f"(NOT ({test}))" if negated else f"({test})"
+    has_value = f"array_has_any({METADATA_TAGS}, {_sql_list(value_tag(condition.column, v) for v in condition.values)})"
+    if negated or condition.op == "!=":
+        return f"(array_has({METADATA_TAGS}, {sql_str(column_tag(condition.column))}) AND NOT {has_value})"
+    return f"({has_value})"
 
 
 @dataclass
@@ -295,17 +322,18 @@ class LanceVectorStore(VectorStore):
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
         }
         schema = garments_schema(self.dim)
-        if self._has_metadata_json():
+        if self._has_filter_columns():
             columns[METADATA_JSON] = pa.array(
                 [json.dumps(r.metadata or {}, sort_keys=True, default=str) for r in rows], pa.json_(pa.utf8())
             )
+            columns[METADATA_TAGS] = pa.array([metadata_tags(r.metadata or {}) for r in rows], pa.list_(pa.string()))
         else:
-            schema = schema.remove(schema.get_field_index(METADATA_JSON))
+            schema = pa.schema([f for f in schema if f.name not in _OPTIONAL_COLUMNS])
         return pa.table(columns, schema=schema)
 
-    def _has_metadata_json(self) -> bool:
+    def _has_filter_columns(self) -> bool:
         table = self._open_garments()
-        return table is None or METADATA_JSON in table.schema.names
+        return table is None or _OPTIONAL_COLUMNS <= set(table.schema.names)
 
     def upsert_images(self, rows: Sequence[VectorRow]) -> None:
         """Replace every stored row of the images in ``rows`` by ``rows``, in one commit.
@@ -518,7 +546,7 @@ class LanceVectorStore(VectorStore):
                 return []
             narrow.append(sql_in("label", sorted(label)))
         if where is not None:
-            if not self._has_metadata_json():
+            if not self._has_filter_columns():
                 raise FilterError(
                     f"the index at {self.path} predates metadata filters: rebuild it "
                     "(fashion-search index CATALOG --db ... --rebuild) to filter on metadata"
@@ -638,10 +666,10 @@ class LanceVectorStore(VectorStore):
         if rows == 0:
             return
         existing = {i.name: i for i in table.list_indices()}
+        names = set(table.schema.names)
         for column, kind in _SCALAR_INDEXES.items():
-            if not any(column in i.columns for i in existing.values()):
-                config = lidx.Bitmap() if kind == "BITMAP" else lidx.BTree()
-                table.create_index(column, config=config, replace=True)
+            if column in names and not any(column in i.columns for i in existing.values()):
+                table.create_index(column, config=_INDEX_CONFIGS[kind](), replace=True)
         vector_index = next((n for n, i in existing.items() if "vector" in i.columns), None)
         wanted_partitions = self.ann.num_partitions(rows)
         if rows >= self.ann.min_rows:
@@ -667,7 +695,8 @@ class LanceVectorStore(VectorStore):
         if rows == 0:
             return False
         indexed = {column for i in table.list_indices() for column in i.columns}
-        missing_scalar = any(column not in indexed for column in _SCALAR_INDEXES)
+        names = set(table.schema.names)
+        missing_scalar = any(column not in indexed for column in _SCALAR_INDEXES if column in names)
         return missing_scalar or (rows >= self.ann.min_rows and "vector" not in indexed)
 
     def build_vector_index(self, rows: Optional[int] = None) -> str:

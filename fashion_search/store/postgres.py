@@ -44,7 +44,14 @@ import numpy as np
 from fashion_search.errors import MissingDependencyError, StoreError, UsageError
 from fashion_search.registry import STORES, _parse_value
 from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore
-from fashion_search.store.filters import NUMBER_PATTERN, Filter, Junction, Not
+from fashion_search.store.filters import (
+    NUMBER_PATTERN,
+    Condition,
+    Filter,
+    Junction,
+    Not,
+    negation_normal_form,
+)
 from fashion_search.vectors import l2_normalise
 
 try:
@@ -107,30 +114,60 @@ _CONNECT_FAILURES = [
 
 def postgres_filter(node: Filter, params: dict[str, Any]) -> sql.Composable:
     """A parsed metadata filter as SQL on the ``metadata`` column (JSON text); column names and
-    values become query parameters, added to ``params``."""
+    values become query parameters, added to ``params``. Text equality and ``in`` also carry a
+    containment test that the GIN index on the metadata answers (it implies the exact test)."""
+    return _postgres_filter(negation_normal_form(node), params)
+
+
+_JSON_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+
+def _json_forms(column: str, text: str) -> list[str]:
+    """``{column: value}`` as JSON for each stored value whose text (``->>``) is ``text``: the
+    string, and the number or boolean that prints so."""
+    forms = [json.dumps({column: text})]
+    if _JSON_NUMBER.match(text) or text in ("true", "false"):
+        forms.append(json.dumps({column: None})[:-5] + text + "}")
+    return forms
+
+
+def _postgres_filter(node: Filter, params: dict[str, Any]) -> sql.Composable:
+    # After negation_normal_form everything is monotone: "unknown" may read as "fails".
     if isinstance(node, Junction):
         return sql.SQL("({})").format(
-            sql.SQL(f" {node.op.upper()} ").join(postgres_filter(p, params) for p in node.parts)
+            sql.SQL(f" {node.op.upper()} ").join(_postgres_filter(p, params) for p in node.parts)
         )
-    if isinstance(node, Not):
-        return sql.SQL("(NOT {})").format(postgres_filter(node.part, params))
 
     def placeholder(value: Any) -> sql.Composable:
         name = f"filter_{len([n for n in params if n.startswith('filter_')])}"
         params[name] = value
         return sql.Placeholder(name)
 
-    text = sql.SQL("NULLIF(metadata::jsonb ->> {}, '')").format(placeholder(node.column))
+    negated = isinstance(node, Not)
+    condition = node.part if isinstance(node, Not) else node
+    assert isinstance(condition, Condition)
+    text = sql.SQL("NULLIF(metadata::jsonb ->> {}, '')").format(placeholder(condition.column))
     value: sql.Composable = text
-    if node.numeric:
+    if condition.numeric:
         # A value that is not a number compares as NULL, as in the Lance store.
         value = sql.SQL("(CASE WHEN {t} ~ {pattern} THEN {t}::float8 END)").format(
             t=text, pattern=placeholder(NUMBER_PATTERN)
         )
-    values = [float(v) if node.numeric else str(v) for v in node.values]
-    if node.op == "in":
-        return sql.SQL("({} = ANY({}))").format(value, placeholder(values))
-    return sql.SQL("({} {} {})").format(value, sql.SQL(node.op), placeholder(values[0]))
+    values = [float(v) if condition.numeric else str(v) for v in condition.values]
+    if condition.op == "in":
+        test = sql.SQL("{} = ANY({})").format(value, placeholder(values))
+    else:
+        test = sql.SQL("{} {} {}").format(value, sql.SQL(condition.op), placeholder(values[0]))
+    if negated:
+        return sql.SQL("(NOT ({}))").format(test)
+    if condition.numeric or condition.op not in ("=", "in"):
+        return sql.SQL("({})").format(test)
+    contains = sql.SQL(" OR ").join(
+        sql.SQL("metadata::jsonb @> {}::jsonb").format(placeholder(form))
+        for v in values
+        for form in _json_forms(condition.column, str(v))
+    )
+    return sql.SQL("(({}) AND {})").format(contains, test)
 
 
 @dataclass
@@ -342,6 +379,7 @@ class PostgresVectorStore(VectorStore):
         self.pool_size = max(1, int(pool_size))
         self._meta = f"{self.table}_meta"
         self._hnsw_name = f"{self.table}_vector_hnsw"
+        self._metadata_index = f"{self.table}_metadata_gin"
         self._lock_key = zlib.crc32(f"fashion-search table {self.table}".encode()) - 2**31
         self._pool: Optional[_SharedPool] = None
         self._pool_lock = threading.Lock()
@@ -971,15 +1009,19 @@ class PostgresVectorStore(VectorStore):
             conn.execute(sql.SQL("ANALYZE {}").format(self._ident()))
             rows = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident())).fetchone()[0])
             self._forget_counts()
-            if rows < self.ann.min_rows or self.dim > _HALFVEC_MAX_DIM:
-                if rows >= self.ann.min_rows:
-                    log.warning(
-                        "%s: %d-d vectors are too wide for an HNSW index; searches stay exact", self.uri, self.dim
-                    )
-                return
+            hnsw = self.ann.min_rows <= rows and self.dim <= _HALFVEC_MAX_DIM
+            if rows >= self.ann.min_rows and not hnsw:
+                log.warning("%s: %d-d vectors are too wide for an HNSW index; searches stay exact", self.uri, self.dim)
             conn.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", [self._lock_key, _OPTIMIZE_LOCK])
             try:
-                self._build_index(conn)
+                # Metadata filters' equality and `in` tests are answered by it (docs/filters.md).
+                self._build_index(
+                    conn,
+                    self._metadata_index,
+                    sql.SQL("gin ((metadata::jsonb) jsonb_path_ops)"),
+                )
+                if hnsw:
+                    self._build_vector_index(conn)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", [self._lock_key, _OPTIMIZE_LOCK])
         self._forget_counts()
@@ -999,44 +1041,58 @@ class PostgresVectorStore(VectorStore):
             if self._inspect(conn) is None:
                 return False
             self._forget_counts()
-            if self._has_index(conn):
+            metadata_indexed = bool(self._index_validity(conn, self._metadata_index))
+            if metadata_indexed and self._has_index(conn):
                 return False
             rows = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._ident())).fetchone()[0])
+        if rows and not metadata_indexed:
+            return True
+        # Here the vector index is missing: wanted at this size and width only.
         return self.ann.min_rows <= rows and (self.dim or 0) <= _HALFVEC_MAX_DIM
 
-    def _build_index(self, conn: "psycopg.Connection") -> None:
-        assert self.dim is not None
+    def _index_validity(self, conn: "psycopg.Connection", name: str) -> Optional[bool]:
+        """Whether the index ``name`` is valid; None when there is none."""
         state = conn.execute(
             "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s",
-            [self.table, self._hnsw_name],
+            [self.table, name],
         ).fetchone()
-        if state is not None and state[0]:
+        return None if state is None else bool(state[0])
+
+    def _build_index(self, conn: "psycopg.Connection", name: str, method: sql.Composable) -> None:
+        """``CREATE INDEX CONCURRENTLY name ON table USING method``, unless a valid one exists;
+        one left invalid by an interrupted build is dropped first."""
+        state = self._index_validity(conn, name)
+        if state:
             return
-        if state is not None:  # left invalid by a build that was interrupted
-            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(self._hnsw_name)))
+        if state is not None:
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
         if self.ann.maintenance_work_mem:
             conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", [self.ann.maintenance_work_mem])
+        started = time.monotonic()
+        try:
+            conn.execute(
+                sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {}").format(
+                    sql.Identifier(name), self._ident(), method
+                )
+            )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StoreError(f"not allowed to build the index {name} of {self.uri}: {self._message(exc)}") from None
+        log.info("%s: index %s built in %.1f s", self.uri, name, time.monotonic() - started)
+
+    def _build_vector_index(self, conn: "psycopg.Connection") -> None:
+        assert self.dim is not None
         if self.dim <= _HNSW_MAX_DIM and not self.ann.halfvec:
             column = sql.SQL("vector vector_cosine_ops")
         else:
             column = sql.SQL("(vector::halfvec({})) halfvec_cosine_ops").format(sql.Literal(self.dim))
-        started = time.monotonic()
-        try:
-            conn.execute(
-                sql.SQL(
-                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING hnsw ({}) WITH (m = {}, ef_construction = {})"
-                ).format(
-                    sql.Identifier(self._hnsw_name),
-                    self._ident(),
-                    column,
-                    sql.Literal(int(self.ann.m)),
-                    sql.Literal(int(self.ann.ef_construction)),
-                )
-            )
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise StoreError(f"not allowed to build the vector index of {self.uri}: {self._message(exc)}") from None
-        log.info("%s: HNSW index built in %.1f s", self.uri, time.monotonic() - started)
+        self._build_index(
+            conn,
+            self._hnsw_name,
+            sql.SQL("hnsw ({}) WITH (m = {}, ef_construction = {})").format(
+                column, sql.Literal(int(self.ann.m)), sql.Literal(int(self.ann.ef_construction))
+            ),
+        )
 
     def warm(self) -> None:
         """Open a connection ready for searching, and load the HNSW index into the server's

@@ -121,3 +121,46 @@ def test_evaluation_follows_sql_three_valued_logic() -> None:
     assert evaluate(parse_filter("price < 20", COLUMNS), plain) is None  # text in a number column
     assert evaluate(parse_filter("price < 20 or colour = 'Red'", COLUMNS), plain) is None
     assert evaluate(parse_filter("colour = 'Blue' and price < 20", COLUMNS), red) is False
+
+
+def test_negation_normal_form_pushes_not_onto_conditions_and_keeps_unknowns() -> None:
+    from fashion_search.store.filters import negation_normal_form
+
+    tree = parse_filter("not (brand = 'Nike' or price < 20) and not colour in ('Red')", COLUMNS)
+    assert negation_normal_form(tree) == Junction(
+        "and",
+        (
+            Junction("and", (Condition("brand", "!=", ("Nike",), False), Condition("price", ">=", (20.0,), True))),
+            Not(Condition("colour", "in", ("Red",), False)),
+        ),
+    )
+    products = [{"brand": "Nike", "price": "10"}, {"price": "30"}, {"brand": "Zara", "colour": "Red"}, {}]
+    for text in (
+        "not (brand = 'Nike' or price < 20)",
+        "not not colour in ('Red', 'Blue')",
+        "not price between 5 and 20",
+    ):
+        tree = parse_filter(text, COLUMNS)
+        for metadata in products:
+            # The rewrite passes exactly the products the original passes.
+            assert bool(evaluate(negation_normal_form(tree), metadata)) == bool(evaluate(tree, metadata))
+
+
+def test_metadata_tags_name_each_column_and_value_unambiguously() -> None:
+    from fashion_search.store.filters import column_tag, metadata_tags, value_tag
+
+    tags = metadata_tags({"brand": "Nike", "a=b": 'c"d', "price": 49.0, "blank": ""})
+    assert tags == [
+        column_tag("a=b"),
+        value_tag("a=b", 'c"d'),
+        column_tag("brand"),
+        value_tag("brand", "Nike"),
+        column_tag("price"),
+        value_tag("price", "49"),
+    ]
+    assert value_tag("a", "b=c") != value_tag("a=b", "c")
+
+
+def test_an_empty_text_value_is_refused_because_it_never_matches() -> None:
+    with pytest.raises(FilterError, match="empty text at character 9 never matches"):
+        parse_filter("brand = ''", COLUMNS)

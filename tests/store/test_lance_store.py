@@ -146,12 +146,12 @@ def test_optimize_retrains_the_index_when_the_table_outgrows_it(tmp_path: Path) 
 
 def test_a_table_from_before_metadata_filters_is_still_written_but_refuses_them(tmp_path: Path) -> None:
     import lancedb
+    import pyarrow as pa
 
     from fashion_search.store.filters import FilterError, MetadataColumns, parse_filter
-    from fashion_search.store.lance import GARMENTS, METADATA_JSON, garments_schema
+    from fashion_search.store.lance import GARMENTS, METADATA_JSON, METADATA_TAGS, garments_schema
 
-    schema = garments_schema(DIM)
-    old = schema.remove(schema.get_field_index(METADATA_JSON))
+    old = pa.schema([f for f in garments_schema(DIM) if f.name not in (METADATA_JSON, METADATA_TAGS)])
     lancedb.connect(str(tmp_path / "old")).create_table(GARMENTS, schema=old)
     store = open_store(str(tmp_path / "old"))
     rows = random_rows(10)
