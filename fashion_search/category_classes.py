@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterable, NamedTuple, Optional, Protocol, Sequence, Union
+from typing import Any, Collection, Iterable, Iterator, NamedTuple, Optional, Protocol, Sequence, Union
 
 from fashion_search.garments import Garment
 from fashion_search.garments.taxonomy import GARMENT_CLASSES, lookalikes
@@ -66,6 +66,18 @@ def main_garment(garments: Sequence[LabelledBox], held: Collection[str] = ()) ->
     )
 
 
+def _votes(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    """``(category, class)`` of each image's main garment, for images whose main garment is
+    of a garment class, from stored rows (``image_id``, ``category``, ``label``, ``box``)."""
+    images: dict[str, tuple[str, list[StoredGarment]]] = {}
+    for row in rows:
+        images.setdefault(row["image_id"], (row["category"], []))[1].append(StoredGarment(row["label"], row["box"]))
+    for category, garments in images.values():
+        main = garments[main_garment(garments)]  # type: ignore[index]
+        if main.label in GARMENT_CLASSES:
+            yield category, main.label
+
+
 @dataclass
 class CategoryClasses:
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -77,19 +89,37 @@ class CategoryClasses:
     def learn(cls, rows: Iterable[dict[str, Any]], min_share: float = MIN_SHARE) -> "CategoryClasses":
         """From stored rows (``image_id``, ``category``, ``label``, ``box``): each image votes
         with its :func:`main_garment` when that is of a garment class."""
-        images: dict[str, tuple[str, list[StoredGarment]]] = {}
-        for row in rows:
-            images.setdefault(row["image_id"], (row["category"], []))[1].append(StoredGarment(row["label"], row["box"]))
         votes: dict[str, Counter] = defaultdict(Counter)
-        for category, garments in images.values():
-            main = garments[main_garment(garments)]  # type: ignore[index]
-            if main.label in GARMENT_CLASSES:
-                votes[category][main.label] += 1
+        for category, label in _votes(rows):
+            votes[category][label] += 1
         shares = {
             category: {label: round(n / sum(counter.values()), 4) for label, n in counter.most_common()}
             for category, counter in votes.items()
         }
         return cls(shares, {c: sum(v.values()) for c, v in votes.items()}, min_share)
+
+    def updated(
+        self, removed: Iterable[dict[str, Any]] = (), added: Iterable[dict[str, Any]] = ()
+    ) -> "CategoryClasses":
+        """These classes with the votes of ``removed`` rows taken back and those of ``added``
+        rows counted: what one catalog write changes, without a scan of the store (an index
+        run re-learns everything)."""
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for category, shares in self.shares.items():
+            for label, share in shares.items():
+                counts[category][label] = share * self.images.get(category, 0)
+        for rows, sign in ((removed, -1), (added, 1)):
+            for category, label in _votes(rows):
+                counts[category][label] += sign
+        shares, images = {}, {}
+        for category, counter in counts.items():
+            kept = {label: n for label, n in counter.items() if n > 0.5}
+            total = sum(kept.values())
+            if total > 0.5:
+                ordered = sorted(kept.items(), key=lambda item: -item[1])
+                shares[category] = {label: round(n / total, 4) for label, n in ordered}
+                images[category] = round(total)
+        return CategoryClasses(shares, images, self.min_share, self.min_share_unrelated)
 
     def classes_of(self, category: str) -> set[str]:
         """The classes ``category`` holds: its main class (most votes) and that class's lookalikes

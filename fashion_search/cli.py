@@ -356,6 +356,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # the web layer's dependencies load only for this command
 
     from fashion_search.web import Settings, create_app
+    from fashion_search.web.app import read_api_key
 
     environ = os.environ
     db = args.db or environ.get(ENV_PREFIX + "DB")
@@ -370,6 +371,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.max_upload_bytes = int(args.max_upload_mb * 2**20)
     if args.threads:
         settings.search_threads = args.threads
+    if args.api_key_file:
+        settings.api_key = read_api_key(args.api_key_file)
+    if args.protect_reads:
+        settings.protect_reads = True
+    if args.uploads:
+        settings.uploads = args.uploads
+    if args.max_write_mb is not None:
+        settings.max_write_bytes = int(args.max_write_mb * 2**20)
+    if settings.protect_reads and not settings.api_key:
+        raise UsageError("--protect-reads needs an API key: --api-key-file FILE (or FASHION_SEARCH_API_KEY_FILE)")
     app = create_app(db, settings)  # models load here, before the first request
     print(f"serving {db} at http://{host}:{port_text}/  (API docs: /docs; Ctrl-C stops)", file=sys.stderr, flush=True)
     uvicorn.run(
@@ -537,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the search page and the JSON API over an index",
         description="Every option can also come from the environment: FASHION_SEARCH_DB, _HOST, "
         "_PORT, _MAX_UPLOAD_MB, _THREADS, _MAX_PIXELS, _THUMBNAIL_CACHE, "
-        "_IMAGE_MAX_AGE_S, _CATEGORIES_TTL_S; a command-line option wins.",
+        "_IMAGE_MAX_AGE_S, _CATEGORIES_TTL_S, _API_KEY_FILE (or _API_KEY), _PROTECT_READS, _UPLOADS, "
+        "_MAX_WRITE_MB; a command-line option wins.",
     )
     p.add_argument("--db", help="the index (default: $FASHION_SEARCH_DB)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -545,6 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, help="largest photo accepted (default 10)")
     p.add_argument("--threads", type=int, default=0, help="concurrent searches (default: the CPU count, at least 2)")
     p.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    p.add_argument(
+        "--api-key-file",
+        help="a file holding the key that catalog writes (PUT/DELETE /api/products/...) need as "
+        "`Authorization: Bearer KEY`; without one, writes are off",
+    )
+    p.add_argument("--protect-reads", action="store_true", help="searches and other reads need the key too")
+    p.add_argument("--uploads", help="folder for written products' images (default: uploads/ in a Lance index)")
+    p.add_argument("--max-write-mb", type=float, help="largest catalog write request (default 64)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

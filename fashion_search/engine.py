@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from fashion_search.catalog import CatalogItem
+from fashion_search.catalog.uploads import UPLOAD_FINGERPRINT, UploadFolder, content_digest
 from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
-from fashion_search.errors import EmptyIndexError, FashionSearchError, IndexMismatchError, UnknownProductError
+from fashion_search.errors import (
+    CatalogError,
+    EmptyIndexError,
+    FashionSearchError,
+    ImageError,
+    IndexMismatchError,
+    UnknownProductError,
+)
 from fashion_search.garments import Garment, encode_mask
-from fashion_search.images import ImageSource, load_image
-from fashion_search.indexing import IndexReport, index_catalog
+from fashion_search.images import MAX_PIXELS, ImageSource, image_format, load_image
+from fashion_search.indexing import IndexReport, analyse_batch, check_manifest, index_catalog
 from fashion_search.pipeline import DEFAULT_CROP, Component, GarmentPipeline, pipeline_from_manifest
-from fashion_search.store import Hit, VectorStore, missing_local_store, open_store
+from fashion_search.store import Hit, VectorRow, VectorStore, missing_local_store, open_store
 from fashion_search.store.filters import Filter, MetadataColumns, parse_filter
 
 if TYPE_CHECKING:
@@ -91,6 +103,51 @@ def best_per_product(hits: Iterable[Hit], k: int) -> list[ProductResult]:
     return [ProductResult(h.product_id, h.category, h.image, h.score, h.metadata, h.label, h.image_id) for h in ranked]
 
 
+# Limits of one catalog write, so that one request cannot hold the server for long.
+MAX_PRODUCT_IMAGES = 20
+MAX_ID_CHARS = 256
+MAX_METADATA_COLUMNS = 100
+MAX_METADATA_CHARS = 64 * 1024
+
+
+@dataclass
+class ProductWrite:
+    """What a catalog write did: the product as now stored, and whether it is new."""
+
+    product_id: str
+    category: str
+    images: int
+    garments: int
+    created: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_product_fields(product_id: str, category: str, metadata: Any) -> dict[str, Any]:
+    """Refuse (:class:`CatalogError`) what cannot be a catalog product; its metadata."""
+    for name, value in (("product id", product_id), ("category", category)):
+        if not isinstance(value, str) or not value.strip():
+            raise CatalogError(f"a product needs a {name}")
+        if len(value) > MAX_ID_CHARS or not value.isprintable():
+            raise CatalogError(f"the {name} must be printable text of at most {MAX_ID_CHARS} characters")
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise CatalogError("metadata must be a JSON object of column names to values")
+    if len(metadata) > MAX_METADATA_COLUMNS:
+        raise CatalogError(f"metadata has more than {MAX_METADATA_COLUMNS} columns")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key.strip() or len(key) > MAX_ID_CHARS:
+            raise CatalogError(f"metadata column names must be text of 1 to {MAX_ID_CHARS} characters")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise CatalogError(f"metadata column {key!r}: values must be text, numbers, true/false or null")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CatalogError(f"metadata column {key!r}: numbers must be finite")
+    if len(json.dumps(metadata, default=str)) > MAX_METADATA_CHARS:
+        raise CatalogError(f"metadata is longer than {MAX_METADATA_CHARS:,} characters")
+    return metadata
+
+
 class SearchEngine:
     """An open index with its models loaded; safe to share between threads for searching."""
 
@@ -108,6 +165,8 @@ class SearchEngine:
         self.models_changed: list[str] = []
         # Its threads start on first use, so an engine that only indexes never has any.
         self._lookup_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookup")
+        # Catalog writes through this engine, one at a time: each updates the manifest.
+        self._write_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -277,6 +336,79 @@ class SearchEngine:
         if where is None or not isinstance(where, str):
             return where
         return parse_filter(where, self.metadata_columns)
+
+    def put_product(
+        self,
+        product_id: str,
+        images: Sequence[bytes],
+        category: str,
+        metadata: Optional[dict[str, Any]],
+        uploads: UploadFolder,
+        max_pixels: int = MAX_PIXELS,
+    ) -> ProductWrite:
+        """Add or replace a catalog product: its ``images`` (encoded files) are kept in
+        ``uploads`` under names of the server's choosing, analysed as ``index`` analyses catalog
+        images, and become the product's only stored rows in one atomic store write. The same
+        call twice leaves the same index. Raises :class:`CatalogError` for bad fields and
+        :class:`ImageError` (naming the image) for a file that is not a readable photo."""
+        metadata = check_product_fields(product_id, category, metadata)
+        if not images:
+            raise CatalogError("a product needs at least one image")
+        if len(images) > MAX_PRODUCT_IMAGES:
+            raise CatalogError(f"a product has at most {MAX_PRODUCT_IMAGES} images, not {len(images)}")
+        formats = []
+        for n, data in enumerate(images, 1):
+            try:
+                formats.append(image_format(data, max_pixels))
+            except ImageError as exc:
+                raise ImageError(f"image {n}: {exc}") from None
+        entry = hashlib.sha1(json.dumps([category, metadata], sort_keys=True, default=str).encode()).hexdigest()[:12]
+        with self._write_lock:
+            check_manifest(self.store, self.pipeline)  # a new index records its models first
+            todo = []
+            for data, fmt in zip(images, formats):
+                path = uploads.save(product_id, data, fmt)
+                item = CatalogItem(path, product_id, category, metadata)
+                todo.append((item, f"{UPLOAD_FINGERPRINT}{content_digest(data)[:16]}:{entry}"))
+            todo = list({item.image_id: (item, fp) for item, fp in todo}.values())  # one photo sent twice
+            batch = analyse_batch(
+                todo, self.pipeline, self.pipeline.detector, garment_filter=CatalogGarmentFilter(self.category_classes)
+            )
+            if batch.failed:
+                raise ImageError(f"an image could not be analysed: {batch.failed[0][1]}")
+            old = self.store.get_product(product_id)
+            before = self.store.replace_product(product_id, batch.rows)
+            uploads.keep_only(product_id, {item.path for item, _ in todo})
+            self._learn_from_write(old, batch.rows, metadata)
+        return ProductWrite(product_id, category, len(todo), len(batch.rows), created=before == 0)
+
+    def delete_product(self, product_id: str, uploads: Optional[UploadFolder] = None) -> int:
+        """Remove a catalog product (all its images) in one store write, and its uploaded files;
+        how many images it had. :class:`UnknownProductError` when the index does not hold it."""
+        with self._write_lock:
+            old = self.store.get_product(product_id)
+            removed = self.store.replace_product(product_id, [])
+            if uploads is not None:
+                uploads.keep_only(product_id, set())
+            if not removed:
+                raise UnknownProductError(f"unknown product: {product_id!r}")
+            self._learn_from_write(old, [], None)
+        return removed
+
+    def _learn_from_write(self, old: Sequence[Hit], new: Sequence[VectorRow], metadata: Optional[dict]) -> None:
+        """Keep the manifest's category classes and metadata columns current after one write."""
+        manifest = self.store.read_manifest()
+        classes = CategoryClasses.from_dict(manifest.get("category_classes")).updated(
+            [vars(h) for h in old], [vars(r) for r in new]
+        )
+        manifest["category_classes"] = classes.to_dict()
+        if metadata:
+            columns = MetadataColumns.from_dict(manifest.get("metadata_columns")).merged(metadata)
+            manifest["metadata_columns"] = columns.to_dict()
+            self._metadata_columns = columns
+        self.store.write_manifest(manifest)
+        self._category_classes = classes
+        self._manifest_read_at = time.monotonic()
 
     def class_filter(self, label: str, category: Optional[str], same_class: bool) -> tuple[Narrowing, Narrowing]:
         """The store filters (categories, garment labels) a garment of class ``label`` searches:

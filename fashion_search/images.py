@@ -100,6 +100,14 @@ def load_image(
     return _to_rgb(img)
 
 
+def image_format(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
+    """The format (as Pillow names it: ``JPEG``, ``PNG``...) of an encoded image that
+    :func:`load_image` reads whole; :class:`ImageError` for anything else."""
+    load_image(data, max_pixels)  # a full decode: truncation and bombs are refused here
+    with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+        return str(img.format)
+
+
 def differs_from_border(rgb: np.ndarray, band: int, tolerance: float) -> tuple[np.ndarray, float]:
     """Pixels of an ``(h, w, 3)`` image whose colour differs from its border's median colour
     (the backdrop of a product shot), and the share of border pixels close to that median

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Optional, Sequence, TextIO
 from PIL import Image
 
 from fashion_search.catalog import CatalogItem
+from fashion_search.catalog.uploads import UPLOAD_FINGERPRINT
 from fashion_search.category_classes import CatalogGarmentFilter
 from fashion_search.errors import ImageError
 from fashion_search.garments import Garment, GarmentDetector
@@ -54,7 +55,7 @@ class IndexReport:
         }
 
 
-def _check_manifest(store: VectorStore, pipeline: GarmentPipeline) -> None:
+def check_manifest(store: VectorStore, pipeline: GarmentPipeline) -> None:
     """Record the pipeline's models in a new index; refuse to add to an index built with others."""
     manifest = store.read_manifest()
     if not manifest:
@@ -140,7 +141,7 @@ def plan_index(
     problems = list(getattr(items, "problems", []))  # what the catalog could not list
     items = list(items)
     report = IndexReport(total=len(items), failed=problems)
-    _check_manifest(store, pipeline)
+    check_manifest(store, pipeline)
 
     stored = store.fingerprints()
     todo: list[tuple[CatalogItem, str]] = []
@@ -160,8 +161,13 @@ def plan_index(
         log.warning("not removing missing images from the index: %d catalog entries could not be read", len(problems))
     elif prune:
         # A file that exists but failed to stat stays in the index rather than vanishing.
+        # Images written through the API are not this catalog's to remove.
         current = {item.image_id for item in items}
-        gone = [image_id for image_id in stored if image_id not in current]
+        gone = [
+            image_id
+            for image_id, fingerprint in stored.items()
+            if image_id not in current and not fingerprint.startswith(UPLOAD_FINGERPRINT)
+        ]
         if gone:
             report.removed = store.delete_images(gone)
     return IndexPlan(report, todo, started)

@@ -85,6 +85,12 @@ class VectorStore(ABC):
         """Replace every stored row of the images in ``rows`` by ``rows``, atomically."""
 
     @abstractmethod
+    def replace_product(self, product_id: str, rows: Sequence[VectorRow]) -> int:
+        """Make ``rows`` the product's only stored rows, atomically: a reader sees the old
+        product or the new one, never a mix (empty ``rows`` deletes it). Returns how many
+        images the product had before."""
+
+    @abstractmethod
     def delete_images(self, image_ids: Iterable[str]) -> int:
         """Remove all rows of these images; returns how many images were removed."""
 
@@ -175,6 +181,17 @@ class VectorStore(ABC):
 
     def close(self) -> None:
         pass
+
+
+def check_product_rows(product_id: str, rows: Sequence[VectorRow]) -> None:
+    """Refuse rows of another product, or one row twice, for :meth:`VectorStore.replace_product`."""
+    seen: set[str] = set()
+    for row in rows:
+        if row.product_id != product_id:
+            raise ValueError(f"row {row.row_id!r} is of product {row.product_id!r}, not {product_id!r}")
+        if row.row_id in seen:
+            raise ValueError(f"row {row.row_id!r} appears twice")
+        seen.add(row.row_id)
 
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")

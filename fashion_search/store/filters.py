@@ -241,6 +241,32 @@ class MetadataColumns:
                 columns[name] = MetadataColumn(name, "text", seen[name], values=listed)
         return cls(columns)
 
+    def merged(self, metadata: Mapping[str, Any]) -> "MetadataColumns":
+        """These columns with one more product's ``metadata`` counted: what a catalog write adds,
+        without a scan of the store. A product replaced or removed is not taken back: its
+        values and range stay listed until the next index run re-learns them."""
+        columns = {name: MetadataColumn(**vars(c)) for name, c in self.columns.items()}
+        for name, raw in metadata.items():
+            text = as_text(raw)
+            if text is None:
+                continue
+            number = as_number(raw)
+            column = columns.get(name)
+            if column is None:
+                kind = "number" if number is not None else "text"
+                columns[name] = MetadataColumn(name, kind, 1, None if number is not None else [text], number, number)
+                continue
+            column.products += 1
+            if column.kind == "number" and number is not None:
+                column.min = number if column.min is None else min(column.min, number)
+                column.max = number if column.max is None else max(column.max, number)
+            elif column.kind == "number":
+                # Its other values were numbers, not listed: too many to offer as a picker.
+                column.kind, column.values, column.min, column.max = "text", None, None, None
+            elif column.values is not None and text not in column.values:
+                column.values = sorted(column.values + [text]) if len(column.values) < MAX_LISTED_VALUES else None
+        return MetadataColumns(dict(sorted(columns.items())))
+
     def to_dict(self) -> dict[str, Any]:
         return {name: c.to_dict() for name, c in self.columns.items()}
 

@@ -40,7 +40,7 @@ from lancedb import index as lidx  # noqa: E402
 
 from fashion_search.errors import StoreError, UsageError  # noqa: E402
 from fashion_search.registry import STORES  # noqa: E402
-from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore  # noqa: E402
+from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore, check_product_rows  # noqa: E402
 from fashion_search.store.filters import (  # noqa: E402
     Condition,
     Filter,
@@ -362,6 +362,27 @@ class LanceVectorStore(VectorStore):
         if stale:
             merge = merge.when_not_matched_by_source_delete(sql_in("row_id", stale))
         merge.execute(data)
+
+    def replace_product(self, product_id: str, rows: Sequence[VectorRow]) -> int:
+        """One commit: a merge that updates and inserts ``rows`` and deletes the product's
+        other rows (or one delete, for empty ``rows``)."""
+        rows = list(rows)
+        check_product_rows(product_id, rows)
+        table = self._open_garments() if not rows else self._writable()
+        if table is None:
+            return 0
+        where = f"product_id = {sql_str(product_id)}"
+        before = self._scan(["image_id"], where=where)
+        images_before = len(set(before.column("image_id").to_pylist()))
+        if not rows:
+            if images_before:
+                table.delete(where)
+            return images_before
+        merge = table.merge_insert("row_id").when_matched_update_all().when_not_matched_insert_all()
+        if before.num_rows:
+            merge = merge.when_not_matched_by_source_delete(where)
+        merge.execute(self._to_arrow(rows))
+        return images_before
 
     @staticmethod
     def _image_chunks(

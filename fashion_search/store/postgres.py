@@ -43,7 +43,7 @@ import numpy as np
 
 from fashion_search.errors import MissingDependencyError, StoreError, UsageError
 from fashion_search.registry import STORES, _parse_value
-from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore
+from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore, check_product_rows
 from fashion_search.store.filters import (
     NUMBER_PATTERN,
     Condition,
@@ -677,6 +677,42 @@ class PostgresVectorStore(VectorStore):
 
         self._write(work)
         self._forget_counts()
+
+    def replace_product(self, product_id: str, rows: Sequence[VectorRow]) -> int:
+        """One transaction: the product's rows are deleted and ``rows`` copied in, under the
+        locks of its old and new images (so an index run writing one of them waits)."""
+        rows = list(rows)
+        check_product_rows(product_id, rows)
+        if self.dim is None:
+            if not rows:
+                with self._direct() as conn:
+                    self.dim = self._inspect(conn)
+                if self.dim is None:
+                    return 0
+            else:
+                self._writable()
+        data = self._prepare(rows) if rows else []
+
+        def work(conn: "psycopg.Connection") -> int:
+            old = [
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT DISTINCT image_id FROM {} WHERE product_id = %s").format(self._ident()),
+                    [product_id],
+                ).fetchall()
+            ]
+            self._lock_images(conn, sorted(set(old) | {r.image_id for r in rows}))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE product_id = %s").format(self._ident()), [product_id])
+            if data:
+                self._copy(conn, data)
+            return len(old)
+
+        try:
+            before = self._write(work)
+        except psycopg.errors.UndefinedTable:
+            return 0
+        self._forget_counts()
+        return before
 
     def add_rows_bulk(self, rows: Sequence[VectorRow]) -> None:
         """Append rows of images that are NOT stored yet, in one transaction, without deleting

@@ -4,27 +4,33 @@ back; no search logic lives here."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
 from PIL import Image, UnidentifiedImageError
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from fashion_search.engine import SearchEngine, SearchResult
-from fashion_search.errors import ImageError, UnknownProductError
+from fashion_search.engine import ProductWrite, SearchEngine, SearchResult
+from fashion_search.errors import CatalogError, ImageError, UnknownProductError
 from fashion_search.images import IMAGE_FORMATS, load_image
 from fashion_search.store.filters import MAX_FILTER_CHARS, Filter
 from fashion_search.web.app import PixelBudget, run_cpu, run_light
-from fashion_search.web.errors import ApiError, too_large_message
+from fashion_search.web.errors import ApiError, error_body, too_large_message
 from fashion_search.web.schemas import (
+    BulkWriteResponse,
     CategoriesResponse,
     ErrorResponse,
     FiltersResponse,
     HealthResponse,
+    ProductDeleteResponse,
     ProductResponse,
+    ProductWriteResponse,
     SearchResponse,
 )
 
@@ -241,6 +247,173 @@ async def product(request: Request, product_id: str = Path(description="a catalo
         "metadata": hits[0].metadata,
         "images": list(images.values()),
     }
+
+
+# -- catalog writes (need the API key; see ApiKeyGate) ---------------------------------------------
+
+# Shown in the OpenAPI schema only: ApiKeyGate checks the key before the body is read.
+_bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-key-file)")
+
+
+def _written(request: Request) -> None:
+    """Drop what this server cached of the catalog: the next request reads it anew."""
+    state = request.app.state
+    state.categories.forget()
+    state.image_paths.clear()
+    state.thumbnails.clear()
+
+
+def _put(request: Request, product_id: str, images: list[bytes], category: str, metadata: Any) -> ProductWrite:
+    state = request.app.state
+    try:
+        return state.engine.put_product(
+            product_id, images, category, metadata, state.uploads, max_pixels=state.settings.max_pixels
+        )
+    except CatalogError as exc:
+        raise ApiError(422, "bad_product", str(exc)) from None
+    except ImageError as exc:
+        raise ApiError(422, "bad_image", str(exc)) from None
+
+
+def _metadata(text: Optional[str]) -> Any:
+    if text is None or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ApiError(422, "bad_product", f"metadata is not JSON: {exc}") from None
+
+
+async def _read_images(request: Request, files: list[UploadFile]) -> list[bytes]:
+    limit = request.app.state.settings.max_upload_bytes
+    images = []
+    for upload in files:
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(413, "upload_too_large", too_large_message(limit))
+        images.append(data)
+    return images
+
+
+@router.put(
+    "/api/products/{product_id:path}",
+    response_model=ProductWriteResponse,
+    responses={**_errors(401, 403, 405, 413, 422), 201: {"model": ProductWriteResponse}},
+    tags=["catalog writes"],
+    summary="Add or replace a product",
+    dependencies=[Depends(_bearer)],
+)
+async def put_product(
+    request: Request,
+    product_id: str = Path(description="the product's id in your catalog"),
+    images: list[UploadFile] = File(description="its photos (JPEG, PNG, WebP, GIF, BMP or TIFF), one field each"),
+    category: str = Form(description="its catalog category"),
+    metadata: Optional[str] = Form(None, description='a JSON object, e.g. {"brand": "Nike", "price": 49.9}'),
+) -> JSONResponse:
+    """The product becomes exactly these images, category and metadata, analysed as `index`
+    analyses a catalog, in one atomic write: a search sees the old product or the new one.
+    201 when it is new, 200 when it replaced one; sending the same again changes nothing."""
+    data = await _read_images(request, images)
+    write = await run_cpu(request, _put, request, product_id, data, category, _metadata(metadata))
+    _written(request)
+    return JSONResponse(write.to_dict(), status_code=201 if write.created else 200)
+
+
+def _delete(request: Request, product_id: str) -> int:
+    state = request.app.state
+    try:
+        return state.engine.delete_product(product_id, state.uploads)
+    except UnknownProductError:
+        raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog") from None
+
+
+@router.delete(
+    "/api/products/{product_id:path}",
+    response_model=ProductDeleteResponse,
+    responses=_errors(401, 403, 404, 405),
+    tags=["catalog writes"],
+    summary="Remove a product",
+    dependencies=[Depends(_bearer)],
+)
+async def delete_product(request: Request, product_id: str = Path(description="a catalog product id")) -> dict:
+    """All the product's images leave the index in one write."""
+    removed = await run_cpu(request, _delete, request, product_id)
+    _written(request)
+    return {"product_id": product_id, "images": removed}
+
+
+MAX_BULK_PRODUCTS = 100
+
+
+@router.post(
+    "/api/products",
+    response_model=BulkWriteResponse,
+    responses=_errors(401, 403, 405, 413, 422),
+    tags=["catalog writes"],
+    summary="Add or replace many products",
+    dependencies=[Depends(_bearer)],
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["products"],
+                        "properties": {
+                            "products": {
+                                "type": "string",
+                                "description": "JSON list of {product_id, category, metadata, images: [names of "
+                                "file fields]} (at most 100)",
+                            }
+                        },
+                        "additionalProperties": {"type": "string", "format": "binary"},
+                    }
+                }
+            },
+            "required": True,
+        }
+    },
+)
+async def bulk_products(request: Request) -> dict:
+    """Several products in one request; each is written as `PUT /api/products/{id}` writes it
+    (atomically, on its own), and `results` says per product what happened: a bad product does
+    not stop the others."""
+    limit = request.app.state.settings.max_upload_bytes
+    try:
+        form = await request.form(max_files=MAX_BULK_PRODUCTS * 20, max_fields=MAX_BULK_PRODUCTS + 10)
+    except Exception as exc:  # Starlette's MultiPartException and friends
+        raise ApiError(422, "invalid_request", f"not a multipart form: {exc}") from None
+    try:
+        listing = json.loads(str(form.get("products") or ""))
+    except ValueError as exc:
+        raise ApiError(422, "bad_product", f"field `products` is not a JSON list: {exc}") from None
+    if not isinstance(listing, list) or not listing or len(listing) > MAX_BULK_PRODUCTS:
+        raise ApiError(422, "bad_product", f"field `products` must list 1 to {MAX_BULK_PRODUCTS} products")
+    results = []
+    for entry in listing:
+        entry = entry if isinstance(entry, dict) else {}
+        product_id = entry.get("product_id")
+        try:
+            names = entry.get("images")
+            if not isinstance(product_id, str) or not isinstance(names, list):
+                raise ApiError(422, "bad_product", "each product needs a product_id and a list of image fields")
+            files = [form.get(str(name)) for name in names]
+            if not all(isinstance(f, StarletteUploadFile) for f in files):
+                raise ApiError(422, "bad_product", "an image field it names is not a file in this request")
+            data = [await f.read(limit + 1) for f in files]  # type: ignore[union-attr]
+            if any(len(d) > limit for d in data):
+                raise ApiError(413, "upload_too_large", too_large_message(limit))
+            write = await run_cpu(
+                request, _put, request, product_id, data, entry.get("category"), entry.get("metadata")
+            )
+            results.append({**write.to_dict(), "status": 201 if write.created else 200})
+        except ApiError as exc:
+            results.append(
+                {"product_id": product_id, "status": exc.status, "error": error_body(exc.code, exc.message)["error"]}
+            )
+    await form.close()
+    _written(request)
+    return {"results": results}
 
 
 def _health(engine: SearchEngine) -> dict[str, Any]:

@@ -23,9 +23,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from fashion_search.catalog.uploads import UploadFolder
 from fashion_search.engine import SearchEngine
 from fashion_search.errors import UsageError
-from fashion_search.web.errors import BodySizeLimit, CatchAll, install_error_handlers
+from fashion_search.web.errors import ApiKeyGate, BodySizeLimit, CatchAll, install_error_handlers
 
 STATIC = Path(__file__).resolve().parent / "static"
 T = TypeVar("T")
@@ -51,6 +52,12 @@ class Settings:
     thumbnail_cache_entries: int = 2048
     image_max_age_s: int = 24 * 3600
     categories_ttl_s: float = 60.0
+    # Catalog writes (PUT/DELETE /api/products/..., POST /api/products) need this key as a
+    # bearer token; without one they are off. Never shown (repr) or logged.
+    api_key: Optional[str] = field(default=None, repr=False)
+    protect_reads: bool = False  # reads need the key too (health checks stay open)
+    uploads: Optional[str] = None  # where written products' images are kept (default: beside a Lance index)
+    max_write_bytes: int = 64 * 1024 * 1024  # one catalog write request (all its images)
 
     # Environment variable (after ENV_PREFIX) -> (field, how its text becomes the field's value).
     ENVIRONMENT: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
@@ -61,6 +68,7 @@ class Settings:
         "THUMBNAIL_CACHE": ("thumbnail_cache_entries", int),
         "IMAGE_MAX_AGE_S": ("image_max_age_s", int),
         "CATEGORIES_TTL_S": ("categories_ttl_s", float),
+        "MAX_WRITE_MB": ("max_write_bytes", lambda text: int(float(text) * 2**20)),
     }
 
     @classmethod
@@ -81,7 +89,37 @@ class Settings:
             if value <= 0:
                 raise UsageError(f"{ENV_PREFIX}{name} must be positive, not {text}")
             setattr(settings, attribute, value)
+        if environ.get(ENV_PREFIX + "API_KEY_FILE", "").strip():
+            settings.api_key = read_api_key(environ[ENV_PREFIX + "API_KEY_FILE"].strip())
+        elif environ.get(ENV_PREFIX + "API_KEY", "").strip():
+            settings.api_key = check_api_key(environ[ENV_PREFIX + "API_KEY"].strip(), f"{ENV_PREFIX}API_KEY")
+        flag = environ.get(ENV_PREFIX + "PROTECT_READS", "").strip().lower()
+        if flag not in ("", "0", "false", "no", "1", "true", "yes"):
+            raise UsageError(f"{ENV_PREFIX}PROTECT_READS takes true or false, not {flag!r}")
+        settings.protect_reads = flag in ("1", "true", "yes")
+        settings.uploads = environ.get(ENV_PREFIX + "UPLOADS", "").strip() or None
         return settings
+
+
+MIN_API_KEY_CHARS = 16
+
+
+def check_api_key(key: str, source: str) -> str:
+    if len(key) < MIN_API_KEY_CHARS or not key.isprintable() or " " in key:
+        raise UsageError(
+            f"the API key from {source} must be at least {MIN_API_KEY_CHARS} printable characters without spaces "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return key
+
+
+def read_api_key(path: str | os.PathLike) -> str:
+    """The key in the file at ``path`` (its first line), checked."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the API key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return check_api_key(text.strip().splitlines()[0].strip() if text.strip() else "", str(path))
 
 
 class LruCache:
@@ -99,6 +137,10 @@ class LruCache:
                 self._data.move_to_end(key)
                 return self._data[key]
         return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
 
     def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
@@ -146,6 +188,10 @@ class Categories:
         if self._value is None or now - self._read_at > self.ttl:
             self._value, self._read_at = engine.store.categories(), now
         return self._value
+
+    def forget(self) -> None:
+        """Re-read at the next ask: this server changed the catalog."""
+        self._value = None
 
 
 # Threads for cheap blocking reads (health, categories, a product's rows, cached thumbnails):
@@ -205,6 +251,7 @@ def create_app(engine_or_db: Union[SearchEngine, str, os.PathLike], settings: Op
     app.state.thumbnails = LruCache(settings.thumbnail_cache_entries)
     app.state.image_paths = LruCache(max(settings.thumbnail_cache_entries, 4096))
     app.state.categories = Categories(settings.categories_ttl_s)
+    app.state.uploads = _upload_folder(engine, settings) if settings.api_key else None
 
     install_error_handlers(app)
     app.include_router(router)
@@ -214,10 +261,37 @@ def create_app(engine_or_db: Union[SearchEngine, str, os.PathLike], settings: Op
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    # Outermost last: the size limit acts before anything reads the body.
+    # Outermost last: the key is checked, then the size limited, before anything reads the body.
     app.add_middleware(CatchAll)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_upload_bytes,
+        write_bytes=settings.max_write_bytes,
+        is_write=is_catalog_write,
+    )
+    app.add_middleware(
+        ApiKeyGate, key=settings.api_key, protect_reads=settings.protect_reads, is_write=is_catalog_write
+    )
     return app
+
+
+def is_catalog_write(method: str, path: str) -> bool:
+    """Whether a request changes the catalog: what needs the API key, and may be larger."""
+    if method in ("PUT", "DELETE"):
+        return path.startswith("/api/products/")
+    return method == "POST" and path.rstrip("/") == "/api/products"
+
+
+def _upload_folder(engine: SearchEngine, settings: Settings) -> UploadFolder:
+    if settings.uploads:
+        return UploadFolder(settings.uploads)
+    uri = engine.store.uri
+    if not uri.startswith("lancedb://"):
+        raise UsageError(
+            "catalog writes to a server-side index need --uploads DIR (or FASHION_SEARCH_UPLOADS): "
+            "a folder every replica can read, where written products' images are kept"
+        )
+    return UploadFolder(Path(uri.removeprefix("lancedb://")) / "uploads")
 
 
 def _version() -> str:

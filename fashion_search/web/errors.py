@@ -7,9 +7,10 @@ second time).
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -106,13 +107,19 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+async def _send_error(
+    send: Send, status: int, code: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps(error_body(code, message)).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -154,18 +161,31 @@ class BodySizeLimit:
     a 413 before they are buffered: at once when Content-Length says so, else as soon as the
     streamed body passes the limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, slack: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        slack: int = 64 * 1024,
+        write_bytes: Optional[int] = None,
+        is_write: Optional[Callable[[str, str], bool]] = None,
+    ) -> None:
         self.app = app
-        self.limit = max_bytes
-        self.max_bytes = max_bytes + slack
+        self.slack = slack
+        self.upload_limit = max_bytes
+        # Catalog writes carry several images: their own, larger limit.
+        self.write_limit = write_bytes or max_bytes
+        self.is_write = is_write or (lambda method, path: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = too_large_message(self.limit)
+        write = self.is_write(scope.get("method", ""), scope.get("path", ""))
+        limit = self.write_limit if write else self.upload_limit
+        max_bytes = limit + self.slack
+        message = too_large_message(limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             _log_client_error(scope, 413, "upload_too_large", message)
             await _send_error(send, 413, "upload_too_large", message)
             return
@@ -177,7 +197,7 @@ class BodySizeLimit:
             event = await receive()
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     exceeded = scope[_TOO_LARGE] = True
                     raise _BodyTooLarge()
             return event
@@ -194,3 +214,45 @@ class BodySizeLimit:
         if exceeded:
             _log_client_error(scope, 413, "upload_too_large", message)
             await _send_error(send, 413, "upload_too_large", message)
+
+
+class ApiKeyGate:
+    """Checks the API key before a request's body is read: catalog writes always need it
+    (and are off, 405, when the server has none), other ``/api/`` routes only with
+    ``protect_reads``. 401 without ``Authorization: Bearer KEY``, 403 with another key; keys
+    are compared in constant time and never logged."""
+
+    def __init__(
+        self, app: ASGIApp, key: Optional[str], protect_reads: bool, is_write: Callable[[str, str], bool]
+    ) -> None:
+        self.app = app
+        self.key = key.encode("utf-8") if key else None
+        self.protect_reads = protect_reads
+        self.is_write = is_write
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope.get("method", ""), scope.get("path", "")
+        write = self.is_write(method, path)
+        if write and self.key is None:
+            message = "catalog writes are off on this server: start it with --api-key-file to allow them"
+            _log_client_error(scope, 405, "writes_disabled", message)
+            allow = b"GET" if path.startswith("/api/products/") else b""
+            await _send_error(send, 405, "writes_disabled", message, [(b"allow", allow)])
+            return
+        if write or (self.protect_reads and path.startswith("/api/")):
+            assert self.key is not None
+            header = dict(scope.get("headers") or []).get(b"authorization", b"")
+            scheme, _, token = header.partition(b" ")
+            if scheme.lower() != b"bearer" or not token.strip():
+                message = "this route needs an API key: send `Authorization: Bearer KEY`"
+                _log_client_error(scope, 401, "missing_api_key", message)
+                await _send_error(send, 401, "missing_api_key", message, [(b"www-authenticate", b"Bearer")])
+                return
+            if not hmac.compare_digest(token.strip(), self.key):
+                _log_client_error(scope, 403, "wrong_api_key", "the API key is not this server's")
+                await _send_error(send, 403, "wrong_api_key", "the API key is not this server's")
+                return
+        await self.app(scope, receive, send)

@@ -108,3 +108,30 @@ class HealthResponse(BaseModel):
     index_models_changed: bool = Field(
         False, description="the index was rebuilt with other models since this process started: restart it"
     )
+
+
+class ProductWriteResponse(BaseModel):
+    product_id: str
+    category: str
+    images: int = Field(description="images the product now has")
+    garments: int = Field(description="garments stored for them")
+    created: bool = Field(description="the product is new (201), not a replacement (200)")
+
+
+class ProductDeleteResponse(BaseModel):
+    product_id: str
+    images: int = Field(description="images it had")
+
+
+class BulkResult(BaseModel):
+    product_id: Optional[str] = None
+    status: int = Field(description="what PUT /api/products/{id} would have answered for it")
+    category: Optional[str] = None
+    images: Optional[int] = None
+    garments: Optional[int] = None
+    created: Optional[bool] = None
+    error: Optional[ErrorDetail] = None
+
+
+class BulkWriteResponse(BaseModel):
+    results: list[BulkResult]

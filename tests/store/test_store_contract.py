@@ -138,6 +138,30 @@ def test_delete_images_removes_every_garment_and_counts_images(store: VectorStor
     assert store.delete_images([]) == 0
 
 
+def test_replace_product_leaves_exactly_the_new_rows_of_that_product(store: VectorStore) -> None:
+    store.upsert_images(
+        [row("a1", 0, product_id="P"), row("a1", 1, product_id="P"), row("a2", 0, product_id="P"), row("b", 0)]
+    )
+    new_vector = np.ones(DIM, np.float32)
+    before = store.replace_product("P", [row("a2", 0, product_id="P", vector=new_vector), row("a3", 0, product_id="P")])
+    assert before == 2
+    rows = {f"{r['image_id']}#{r['garment']}": r for r in store.iter_rows()}
+    assert sorted(rows) == ["a2#0", "a3#0", "b#0"]
+    np.testing.assert_allclose(rows["a2#0"]["vector"], unit(new_vector), atol=1e-6)
+    assert store.replace_product("new", [row("n1", 0, product_id="new")]) == 0
+    assert [h.image_id for h in store.get_product("new")] == ["n1"]
+
+
+def test_replace_product_with_no_rows_deletes_it_and_refuses_other_products_rows(store: VectorStore) -> None:
+    store.upsert_images([row("a1", 0, product_id="P"), row("b", 0)])
+    assert store.replace_product("P", []) == 1
+    assert store.get_product("P") == [] and store.count() == 1
+    assert store.replace_product("P", []) == 0
+    with pytest.raises(ValueError, match="of product 'Q', not 'P'"):
+        store.replace_product("P", [row("x", 0, product_id="Q")])
+    assert store.count() == 1
+
+
 def test_fingerprints_have_one_entry_per_image(store: VectorStore) -> None:
     store.upsert_images([row("a", 0, fingerprint="x"), row("a", 1, fingerprint="x"), row("b", 0, fingerprint="y")])
     assert store.fingerprints() == {"a": "x", "b": "y"}
