@@ -13,7 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fashion_search.errors import ImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+# Names a catalog folder's images may have; what they hold is judged by content all the same.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # The formats decoded, by content (never by name), everywhere: CLI, index runs, uploads. Pillow
 # knows many more, some through outside programs (EPS runs Ghostscript): none of them is a photo.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -21,6 +22,22 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 MAX_PIXELS = 64_000_000
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+
+def _missing_jpeg_rows(img: Image.Image) -> bool:
+    """Whether the bottom of a decoded JPEG is libjpeg's fill for data that is not there: rows of
+    exact mid-grey (128 in every channel) below rows that are not, at least an eighth of the image
+    and 16 rows. A file whose header claims more rows than it holds decodes so, without an error."""
+    if img.mode not in ("L", "RGB") or img.height < 32:
+        return False
+    pixels = np.asarray(img)
+    if not (pixels[-1] == 128).all():  # the usual case, decided on one row
+        return False
+    grey = (pixels == 128).reshape(img.height, -1).all(axis=1)
+    if grey.all():  # a flat grey picture, not a truncated one
+        return False
+    tail = int(np.argmin(grey[::-1]))
+    return tail >= max(16, img.height // 8)
 
 
 def is_image_path(path: Path) -> bool:
@@ -83,21 +100,28 @@ def load_image(
                 if width * height > max_pixels:
                     raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels:,})")
                 img.load()  # decode now so that truncation is caught here, not later
+                if img.format == "JPEG" and _missing_jpeg_rows(img):
+                    raise ImageError(f"truncated JPEG: its header claims {width}x{height} pixels, its data ends sooner")
         except ImageError:
             raise
         except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(f"not a readable image: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"corrupt or truncated image: {exc}") from exc
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
+        except Exception as exc:  # a plug-in's own error on a malformed file (found by scripts/fuzz.py)
+            raise ImageError(f"corrupt image: {type(exc).__name__}: {exc}") from exc
+    # The first frame (of a GIF, a TIFF) is the one decoded; counting frames would parse the rest
+    # of the file, and a malformed later page raises from there.
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block should not cost us the picture
         pass
     if img.width < 1 or img.height < 1:
         raise ImageError("image has no pixels")
-    return _to_rgb(img)
+    try:
+        return _to_rgb(img)
+    except Exception as exc:
+        raise ImageError(f"corrupt image: {type(exc).__name__}: {exc}") from exc
 
 
 def image_format(data: bytes, max_pixels: int = MAX_PIXELS) -> str:

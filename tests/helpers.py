@@ -94,3 +94,45 @@ def make_product(
             if shape == "box" or (shape == "stripes" and (y // 4) % 2 == 0):
                 pixels[x, y] = colour
     return image
+
+
+# A `fashion-search` command in a child process that knows the stand-in models above.
+SERVE_WITH_TEST_MODELS = "import sys, tests.helpers; from fashion_search.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def start_serving(db: str, *options: str, env: dict | None = None, stderr: Any = None) -> tuple[Any, str]:
+    """``fashion-search serve --db DB OPTIONS`` (stand-in models known) on a free loopback port,
+    in a child process; the process and its URL, once its health check answers."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_WITH_TEST_MODELS, "serve", "--db", str(db), "--port", str(port), *options],
+        cwd=root,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=stderr if stderr is not None else subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            message = process.communicate()[1] if stderr is not None else b""
+            raise AssertionError(f"the server exited at start-up: {(message or b'').decode()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the server did not start within 120 s")
+        time.sleep(0.2)

@@ -79,3 +79,19 @@ def test_formats_that_are_not_photos_are_refused_whatever_the_file_is_called(tmp
     path.write_bytes(data)
     with pytest.raises(ImageError, match="not a readable image"):
         load_image(path)
+
+
+def test_a_jpeg_whose_header_claims_more_rows_than_its_data_holds_is_refused():
+    import struct
+
+    photo = Image.fromarray((np.random.default_rng(0).random((100, 80, 3)) * 255).astype("uint8"))
+    data = bytearray(_encode(photo, "JPEG"))
+    at = data.find(b"\xff\xc0")  # start of frame: its height is what libjpeg believes
+    data[at + 5 : at + 7] = struct.pack(">H", 400)
+    with pytest.raises(ImageError, match="truncated JPEG: its header claims 80x400 pixels"):
+        load_image(bytes(data))
+    # A photo that is simply grey, or grey at the bottom, is still a photo.
+    assert load_image(_encode(Image.new("RGB", (64, 64), (128, 128, 128)), "JPEG")).size == (64, 64)
+    half = np.full((100, 80, 3), 128, np.uint8)
+    half[:90] = 30
+    assert load_image(_encode(Image.fromarray(half), "PNG")).size == (80, 100)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -17,21 +15,12 @@ import pytest
 
 from fashion_search import SearchEngine, load_catalog
 from fashion_search.pipeline import Component
-from tests.helpers import make_product
+from tests.helpers import make_product, start_serving
 from tests.store.conftest import pg_uri
 from tests.store.pg_server import PostgresServer
 
-ROOT = Path(__file__).resolve().parents[2]
-# The stand-in models of tests/helpers.py are registered by importing it in each replica.
-SERVE = "import sys, tests.helpers; from fashion_search.cli import main; sys.exit(main(sys.argv[1:]))"
 PIXELS, FOREGROUND = Component("test-pixels", {}), Component("foreground", {})
 TTL_S = 1.0  # how often the replicas re-read the index's manifest and category list
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -47,21 +36,9 @@ def replicas(index_uri: str) -> Iterator[list[str]]:
     procs, urls = [], []
     try:
         for _ in range(2):
-            port = _free_port()
-            cmd = [sys.executable, "-c", SERVE, "serve", "--db", index_uri, "--port", str(port), "--no-access-log"]
-            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE))
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 120
-        for proc, url in zip(procs, urls):
-            while True:
-                assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "a replica did not start within 120 s"
-                time.sleep(0.2)
+            proc, url = start_serving(index_uri, "--no-access-log", env=env, stderr=subprocess.PIPE)
+            procs.append(proc)
+            urls.append(url)
         yield urls
     finally:
         for proc in procs:

@@ -1,0 +1,126 @@
+"""Coverage-guided fuzzing (atheris) of what reads untrusted input: image decoding and the
+metadata filter parser.
+
+    python scripts/fuzz.py images  --seconds 600 [--corpus DIR]
+    python scripts/fuzz.py filters --seconds 600
+
+``images`` feeds bytes to ``load_image`` (what index runs, search, detect and the API decode
+with): an :class:`ImageError` is the documented answer, anything else is a finding. It is seeded
+with the robustness corpus. ``filters`` feeds text to ``parse_filter``: a :class:`FilterError` is
+the answer to bad text. Text that parses must also translate for both stores, evaluate on sample
+products, and keep its meaning through ``negation_normal_form``. A finding stops the run with its
+traceback and the input that caused it (saved under ``--artifacts``); the exit status is
+non-zero then. The suite runs each target briefly (tests/robustness/test_fuzz.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+try:
+    import atheris
+except ImportError:  # pragma: no cover - the dev extra installs it on x86_64 Linux
+    sys.exit("atheris is not installed: pip install -e '.[dev]' (x86_64 Linux)")
+
+# Only the code under test is instrumented: instrumenting the whole dependency tree (Lance,
+# Arrow, psycopg) costs minutes before the first input.
+with atheris.instrument_imports(include=["fashion_search.images", "fashion_search.store.filters"]):
+    from fashion_search.errors import ImageError
+    from fashion_search.images import load_image
+    from fashion_search.store.filters import (
+        FilterError,
+        MetadataColumns,
+        evaluate,
+        negation_normal_form,
+        parse_filter,
+    )
+
+# Small enough that no input makes the fuzzer hold gigabytes; the cap itself is under test.
+MAX_PIXELS = 4_000_000
+PRODUCTS = [
+    {"brand": "Nike", "price": "30", "colour": "Red", "base colour": "Navy"},
+    {"brand": "Zara", "price": 120, "size": "XL"},
+    {"price": "not a number", "brand": ""},
+    {},
+]
+COLUMNS = MetadataColumns.learn(PRODUCTS + [{"price": 5}, {"size": "38"}, {"colour": "Blue"}])
+SEED_FILTERS = [
+    'brand = "Nike" and price < 50',
+    "colour in ('Red', 'Blue') or not size = 'XL'",
+    "price between 10 and 100 and `base colour` != 'Navy'",
+    "not (brand = 'Zara' or price >= 100)",
+]
+
+
+def fuzz_image(data: bytes) -> None:
+    try:
+        load_image(data, max_pixels=MAX_PIXELS)
+    except ImageError:
+        pass
+
+
+def fuzz_filter(data: bytes) -> None:
+    text = atheris.FuzzedDataProvider(data).ConsumeUnicodeNoSurrogates(400)
+    try:
+        tree = parse_filter(text, COLUMNS)
+    except FilterError:
+        return
+    from fashion_search.store.lance import lance_filter
+    from fashion_search.store.postgres import postgres_filter
+
+    lance_filter(tree)
+    postgres_filter(tree, {})
+    normal = negation_normal_form(tree)
+    for product in PRODUCTS:
+        if bool(evaluate(tree, product)) != bool(evaluate(normal, product)):
+            raise AssertionError(f"negation_normal_form changed the meaning of {text!r} for {product}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("target", choices=["images", "filters"])
+    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--corpus", help="seed inputs (default: the robustness corpus, or the sample filters)")
+    ap.add_argument("--artifacts", default=str(ROOT / "artifacts" / "fuzz"))
+    args = ap.parse_args()
+
+    seeds = Path(args.corpus) if args.corpus else Path(tempfile.mkdtemp(prefix=f"fuzz-{args.target}-"))
+    if not args.corpus:
+        if args.target == "images":
+            from tests.robustness.corpus import write_corpus
+
+            write_corpus(seeds)
+            (seeds / "corpus.json").unlink()
+            for big in ("huge-20000.png", "bomb.png"):
+                (seeds / big).unlink()  # refused at once; they would only slow the fuzzer
+        else:
+            for n, text in enumerate(SEED_FILTERS):
+                (seeds / f"seed-{n}").write_bytes(text.encode())
+    artifacts = Path(args.artifacts)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    target = fuzz_image if args.target == "images" else fuzz_filter
+    if args.target == "filters":  # loaded once, before the clock starts
+        import fashion_search.store.lance  # noqa: F401
+        import fashion_search.store.postgres  # noqa: F401
+    argv = [
+        sys.argv[0],
+        str(seeds),
+        f"-max_total_time={args.seconds}",
+        f"-artifact_prefix={artifacts}/{args.target}-",
+        "-rss_limit_mb=3072",
+        "-max_len=262144" if args.target == "images" else "-max_len=1024",
+        "-print_final_stats=1",
+    ]
+    atheris.Setup(argv, target)
+    atheris.Fuzz()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
