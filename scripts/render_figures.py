@@ -32,6 +32,8 @@ DOCUMENTS = (
     ROOT / "fashion_search" / "embed" / "models" / "MODEL_CARD.md",
     ROOT / "fashion_search" / "embed" / "models" / "GARMENT_HEAD.md",
     ROOT / "docs" / "scaling.md",
+    ROOT / "docs" / "filters.md",
+    ROOT / "docs" / "http-api.md",
 )
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
@@ -252,6 +254,59 @@ def stores(name: str = "bench_stores") -> str:
     return table(header, rows)
 
 
+# -- docs/filters.md, docs/http-api.md ---------------------------------------------------------------
+
+
+def filters() -> str:
+    bench = load("bench_filters")
+    rows = [
+        [
+            name,
+            lookup["query"],
+            f"{lookup['rows_passing']:.1%}",
+            f"{lookup['p50_ms']:.1f} / {lookup['p95_ms']:.1f}",
+            f"{lookup['recall']:.3f}",
+        ]
+        for name, store in bench["stores"].items()
+        for lookup in store["lookups"]
+    ]
+    return table(
+        [f"{bench['rows']:,} x {bench['dim']}-d, k=10", "filter", "rows passing", "p50 / p95 ms", "Recall@10"], rows
+    )
+
+
+def mixed_load() -> str:
+    bench = load("bench_server_writes")
+    rows = [
+        [
+            run["clients"],
+            run["requests"],
+            run["errors"],
+            run["requests_per_s"],
+            f"{run['p50_ms']:.0f} / {run['p95_ms']:.0f}",
+            run["writes"],
+            run["write_errors"],
+            run["writes_per_s"],
+            f"{run['write_p50_ms']:.0f} / {run['write_p95_ms']:.0f}",
+            f"{run['written_found']} / {run['writes'] - run['write_errors']}",
+        ]
+        for run in bench["runs"]
+    ]
+    header = [
+        "search clients",
+        "searches",
+        "errors",
+        "searches/s",
+        "search p50 / p95 ms",
+        "writes",
+        "errors",
+        "writes/s",
+        "write p50 / p95 ms",
+        "written products found",
+    ]
+    return table(header, rows)
+
+
 def indexing_ray() -> str:
     bench = load("bench_index")
     rows = [
@@ -395,6 +450,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "stores-postgres": lambda: stores("bench_stores_postgres"),
     "indexing-ray": indexing_ray,
     "replicas": replicas,
+    "filters": filters,
+    "mixed-load": mixed_load,
 }
 
 
