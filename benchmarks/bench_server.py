@@ -4,6 +4,7 @@ Prints a markdown table. Usage:
     python benchmarks/bench_server.py [--data ../shared/data] [--catalog zalora|kaggle]
                                       [--concurrency 1,4,16] [--requests 96] [--seconds 60]
                                       [--store lance|postgres | --db URI] [--replicas 1,2]
+                                      [--writers 2]
 
 Builds (or reuses, cached under the ignored ``.cache/``) an index of the catalog with the real
 default models, starts ``fashion-search serve`` as a subprocess on a free loopback port, then
@@ -16,6 +17,11 @@ every loop is bounded in count and time, and the server is stopped at the end.
 (``--db postgresql://...`` names one of yours); ``--replicas 1,2`` measures one server, then
 two servers over the same store, the client threads spread over them in turn as a load
 balancer would.
+
+``--writers N`` makes it a mixed run: beside the searching clients, N threads add products with
+``PUT /api/products/{id}`` (one catalog photo each, through the servers' API key) for as long as
+the searches run. Afterwards every written product must be readable from every server, and is
+then deleted, so that the cached index is left as it was.
 """
 
 from __future__ import annotations
@@ -72,11 +78,22 @@ def memory_mb(pid: int) -> dict[str, float]:
     return fields
 
 
-def start_server(db: Path, log: object = subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+KEY_FILE = CACHE / "api.key"
+UPLOADS = CACHE / "uploads"
+
+
+def api_key() -> str:
+    if not KEY_FILE.exists():
+        KEY_FILE.write_text(os.urandom(24).hex() + "\n")
+    return KEY_FILE.read_text().strip()
+
+
+def start_server(db: Path, log: object = subprocess.DEVNULL, writes: bool = False) -> tuple[subprocess.Popen, str]:
     """``fashion-search serve`` on a free loopback port; returns the process and its URL."""
     port = free_port()
+    extra = ["--api-key-file", str(KEY_FILE), "--uploads", str(UPLOADS)] if writes else []
     server = subprocess.Popen(
-        [*fashion_search(), "serve", "--db", str(db), "--port", str(port), "--no-access-log"],
+        [*fashion_search(), "serve", "--db", str(db), "--port", str(port), "--no-access-log", *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -108,10 +125,20 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> dict:
     raise RuntimeError(f"server not healthy after {timeout:.0f} s")
 
 
-def run_clients(urls: list[str], photos: list[str], concurrency: int, requests: int, seconds: float) -> dict:
+def run_clients(
+    urls: list[str],
+    photos: list[str],
+    concurrency: int,
+    requests: int,
+    seconds: float,
+    writers: int = 0,
+    key: str = "",
+    tag: str = "",
+) -> dict:
     """Runs in a separate process: ``concurrency`` threads share ``requests`` searches, stopping
-    at ``seconds`` too; thread i talks to ``urls[i % len(urls)]``. Returns per-request
-    latencies (ms), errors, and the wall time."""
+    at ``seconds`` too; thread i talks to ``urls[i % len(urls)]``. ``writers`` more threads
+    put products meanwhile, which are then checked on every server and deleted. Returns
+    per-request latencies (ms), errors, and the wall time, for searches and writes."""
     import httpx
 
     payloads = [(Path(p).name, Path(p).read_bytes()) for p in photos]
@@ -120,6 +147,37 @@ def run_clients(urls: list[str], photos: list[str], concurrency: int, requests: 
     latencies: list[float] = []
     errors: list[str] = []
     deadline = time.monotonic() + seconds
+    searching = threading.Event()
+    searching.set()
+    written: list[str] = []
+    write_latencies: list[float] = []
+    write_errors: list[str] = []
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def writer(worker: int) -> None:
+        n = 0
+        with httpx.Client(base_url=urls[worker % len(urls)], timeout=120, headers=auth) as http:
+            while searching.is_set() and time.monotonic() < deadline:
+                product_id = f"bench-write-{tag}-{worker}-{n}"
+                name, data = payloads[(n * 11 + worker * 5) % len(payloads)]
+                t0 = time.perf_counter()
+                try:
+                    response = http.put(
+                        f"/api/products/{product_id}",
+                        files={"images": (name, data, "image/jpeg")},
+                        data={"category": "Bench writes", "metadata": f'{{"writer": {worker}}}'},
+                    )
+                    ok = response.status_code in (200, 201)
+                except httpx.HTTPError as exc:
+                    ok, response = False, exc
+                elapsed = (time.perf_counter() - t0) * 1e3
+                with lock:
+                    if ok:
+                        write_latencies.append(elapsed)
+                        written.append(product_id)
+                    else:
+                        write_errors.append(str(getattr(response, "status_code", response)))
+                n += 1
 
     def client(worker: int) -> None:
         nonlocal issued
@@ -145,16 +203,31 @@ def run_clients(urls: list[str], photos: list[str], concurrency: int, requests: 
                         errors.append(str(getattr(response, "status_code", response)))
 
     t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(concurrency) as pool:
+    with cf.ThreadPoolExecutor(concurrency + writers) as pool:
+        writing = [pool.submit(writer, w) for w in range(writers)]
         list(pool.map(client, range(concurrency)))
-    return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - t0}
+        searching.clear()
+        for future in writing:
+            future.result()
+    wall = time.perf_counter() - t0
+    result = {"latencies": latencies, "errors": errors, "wall": wall}
+    if writers:
+        missing = []
+        for url in urls:  # every written product, on every server
+            with httpx.Client(base_url=url, timeout=60) as http:
+                missing += [p for p in written if http.get(f"/api/products/{p}").status_code != 200]
+        with httpx.Client(base_url=urls[0], timeout=60, headers=auth) as http:
+            for product_id in written:
+                http.delete(f"/api/products/{product_id}")
+        result.update(write_latencies=write_latencies, write_errors=write_errors, written=len(written), missing=missing)
+    return result
 
 
 def measure(db: str, replicas: int, photos: list[Path], args: argparse.Namespace) -> list[tuple]:
     """Start ``replicas`` servers over ``db``, run every concurrency level against them, stop
     them. One row per level: (replicas, concurrency, result, health, startup s, memory, rss)."""
     log = open(CACHE / "server.log", "w")
-    servers = [start_server(db, log) for _ in range(replicas)]
+    servers = [start_server(db, log, writes=args.writers > 0) for _ in range(replicas)]
     urls = [url for _, url in servers]
     rows = []
     try:
@@ -170,7 +243,15 @@ def measure(db: str, replicas: int, photos: list[Path], args: argparse.Namespace
             memory_before = memory_mb(first)
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
                 result = clients.submit(
-                    run_clients, urls, [str(p) for p in photos], concurrency, args.requests, args.seconds
+                    run_clients,
+                    urls,
+                    [str(p) for p in photos],
+                    concurrency,
+                    args.requests,
+                    args.seconds,
+                    args.writers,
+                    api_key() if args.writers else "",
+                    f"{replicas}-{concurrency}",
                 ).result()
                 rss = sum(memory_mb(server.pid)["VmRSS"] for server, _ in servers)
                 rows.append([replicas, concurrency, result, health, startup, None, rss])
@@ -194,6 +275,7 @@ def main() -> None:
     parser.add_argument("--store", choices=["lance", "postgres"], default="lance")
     parser.add_argument("--db", help="an index location to use (and refresh) instead of --store's")
     parser.add_argument("--replicas", default="1", help="server processes over the index, e.g. 1,2")
+    parser.add_argument("--writers", type=int, default=0, help="threads adding products during the searches")
     parser.add_argument(
         "--json",
         default=results_json.default_path("bench_server"),
@@ -260,12 +342,28 @@ def main() -> None:
             f"{done / result['wall']:.1f} | {np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
             f"{np.percentile(lat, 99):.0f} | {rss:.0f} |"
         )
+    if args.writers:
+        print()
+        print(f"product writes by {args.writers} threads during those searches:")
+        print(
+            "| servers | concurrent clients | writes | errors | writes/s | p50 ms | p95 ms | written products found |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for replicas, concurrency, result, *_ in rows:
+            lat = np.asarray(result["write_latencies"] or [float("nan")])
+            print(
+                f"| {replicas} | {concurrency} | {result['written'] + len(result['write_errors'])} | "
+                f"{len(result['write_errors'])} | {result['written'] / result['wall']:.2f} | "
+                f"{np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
+                f"{result['written'] - len(set(result['missing']))}/{result['written']} |"
+            )
     print()
     print(
         f"server memory (one server): {memory_start['VmRSS']:.0f} MB RSS at start, {memory_before['VmRSS']:.0f} MB "
         f"after warm-up, {memory_after['VmRSS']:.0f} MB after the runs (peak {memory_after['VmHWM']:.0f} MB)"
     )
-    failed = [e for row in rows for e in row[2]["errors"]]
+    failed = [e for row in rows for e in row[2]["errors"] + row[2].get("write_errors", [])]
+    failed += [f"written product not found: {p}" for row in rows for p in row[2].get("missing", [])]
     results_json.write(
         args.json,
         {
@@ -286,6 +384,23 @@ def main() -> None:
                         for q in (50, 95, 99)
                     },
                     "rss_mb": round(rss),
+                    **(
+                        {
+                            "writers": args.writers,
+                            "writes": r["written"] + len(r["write_errors"]),
+                            "write_errors": len(r["write_errors"]),
+                            "writes_per_s": round(r["written"] / r["wall"], 2),
+                            "write_p50_ms": round(float(np.percentile(r["write_latencies"], 50)), 0)
+                            if r["write_latencies"]
+                            else None,
+                            "write_p95_ms": round(float(np.percentile(r["write_latencies"], 95)), 0)
+                            if r["write_latencies"]
+                            else None,
+                            "written_found": r["written"] - len(set(r["missing"])),
+                        }
+                        if args.writers
+                        else {}
+                    ),
                 }
                 for replicas, concurrency, r, *_, rss in rows
             ],

@@ -11,11 +11,13 @@ import sys
 from typing import Any, Optional, Sequence
 
 from fashion_search.catalog import CatalogItem, CsvColumns, load_catalog
+from fashion_search.duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
 from fashion_search.engine import SearchEngine, describe_index
-from fashion_search.errors import FashionSearchError, ImageError, UsageError
+from fashion_search.errors import EmptyIndexError, FashionSearchError, ImageError, UsageError
 from fashion_search.images import load_image
 from fashion_search.pipeline import CROP_MODES, DEFAULT_CROP, Component, model_files
 from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, Registry
+from fashion_search.store import missing_local_store, open_store
 
 log = logging.getLogger("fashion_search")
 ENV_PREFIX = "FASHION_SEARCH_"
@@ -344,6 +346,34 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    from fashion_search.duplicates import find_duplicates
+
+    if missing_local_store(args.db):
+        raise EmptyIndexError(f"no index at {args.db}: run `fashion-search index CATALOG --db {args.db}` first")
+    store = open_store(str(args.db))
+    if not 0.0 < args.threshold <= 1.0:
+        raise UsageError(f"--threshold is a cosine similarity in (0, 1], not {args.threshold}")
+
+    def progress(done: int, total: int) -> None:
+        print(f"compared {done}/{total} images", file=sys.stderr, flush=True)
+
+    report = find_duplicates(store, args.threshold, threads=args.threads, progress=progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return 0
+    copies = sum(len(g.images) for g in report.groups)
+    print(
+        f"{len(report.groups)} groups of near-identical images ({copies} images) among {report.images} images "
+        f"of different products, similarity >= {report.threshold} ({report.seconds:.1f} s)"
+    )
+    for n, group in enumerate(report.groups, 1):
+        print(f"== group {n}: {len(group.products)} products, similarity >= {group.similarity:.3f}")
+        for image in group.images:
+            print(f"    {image.product_id:<20} {image.category:<24} {image.image}")
+    return 0
+
+
 def cmd_demo_catalog(args: argparse.Namespace) -> int:
     from fashion_search.demo import write_fashion_mnist_catalog
 
@@ -566,6 +596,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uploads", help="folder for written products' images (default: uploads/ in a Lance index)")
     p.add_argument("--max-write-mb", type=float, help="largest catalog write request (default 64)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "duplicates",
+        help="list near-identical catalog images under different product ids",
+        description="Groups of catalog images that are copies of one another (the same photo, resized or "
+        "re-encoded) under different product ids, found through the index (one lookup per image).",
+    )
+    p.add_argument("--db", required=True)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_DUPLICATE_THRESHOLD,
+        help=f"cosine similarity of the images' main garments that counts as a copy (default {DEFAULT_DUPLICATE_THRESHOLD})",
+    )
+    p.add_argument("--threads", type=int, default=4, help="lookups run side by side (default 4)")
+    p.add_argument("--json", action="store_true", help="print the groups as JSON")
+    p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser(
         "train",
