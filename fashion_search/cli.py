@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every option can also come from the environment: FASHION_SEARCH_DB, _HOST, "
         "_PORT, _MAX_UPLOAD_MB, _THREADS, _MAX_PIXELS, _THUMBNAIL_CACHE, "
         "_IMAGE_MAX_AGE_S, _CATEGORIES_TTL_S, _API_KEY_FILE (or _API_KEY), _PROTECT_READS, _UPLOADS, "
-        "_MAX_WRITE_MB; a command-line option wins.",
+        "_MAX_WRITE_MB, _BODY_TIMEOUT_S; a command-line option wins.",
     )
     p.add_argument("--db", help="the index (default: $FASHION_SEARCH_DB)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")

@@ -58,6 +58,7 @@ class Settings:
     protect_reads: bool = False  # reads need the key too (health checks stay open)
     uploads: Optional[str] = None  # where written products' images are kept (default: beside a Lance index)
     max_write_bytes: int = 64 * 1024 * 1024  # one catalog write request (all its images)
+    body_timeout_s: float = 60.0  # to send a whole request body; a slower client gets 408
 
     # Environment variable (after ENV_PREFIX) -> (field, how its text becomes the field's value).
     ENVIRONMENT: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
@@ -69,6 +70,7 @@ class Settings:
         "IMAGE_MAX_AGE_S": ("image_max_age_s", int),
         "CATEGORIES_TTL_S": ("categories_ttl_s", float),
         "MAX_WRITE_MB": ("max_write_bytes", lambda text: int(float(text) * 2**20)),
+        "BODY_TIMEOUT_S": ("body_timeout_s", float),
     }
 
     @classmethod
@@ -268,6 +270,7 @@ def create_app(engine_or_db: Union[SearchEngine, str, os.PathLike], settings: Op
         max_bytes=settings.max_upload_bytes,
         write_bytes=settings.max_write_bytes,
         is_write=is_catalog_write,
+        body_timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(
         ApiKeyGate, key=settings.api_key, protect_reads=settings.protect_reads, is_write=is_catalog_write

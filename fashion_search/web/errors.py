@@ -10,8 +10,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -156,6 +158,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
 class BodySizeLimit:
     """Refuses request bodies over ``max_bytes`` (+ ``slack`` for the multipart envelope) with
     a 413 before they are buffered: at once when Content-Length says so, else as soon as the
@@ -168,8 +174,11 @@ class BodySizeLimit:
         slack: int = 64 * 1024,
         write_bytes: Optional[int] = None,
         is_write: Optional[Callable[[str, str], bool]] = None,
+        body_timeout_s: Optional[float] = None,
     ) -> None:
         self.app = app
+        # A client gets this long to send its whole body: a slow one cannot hold a connection.
+        self.body_timeout_s = body_timeout_s
         self.slack = slack
         self.upload_limit = max_bytes
         # Catalog writes carry several images: their own, larger limit.
@@ -190,30 +199,44 @@ class BodySizeLimit:
             await _send_error(send, 413, "upload_too_large", message)
             return
         received = 0
-        exceeded = False
+        exceeded = too_slow = body_done = False
+        deadline = None if self.body_timeout_s is None else time.monotonic() + self.body_timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            event = await receive()
+            nonlocal received, exceeded, too_slow, body_done
+            if body_done or deadline is None:
+                event = await receive()  # after the body: waiting for a disconnect is no read
+            else:
+                try:
+                    with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                        event = await receive()
+                except TimeoutError:
+                    too_slow = scope[_TOO_LARGE] = True
+                    raise _BodyTooSlow() from None
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
+                body_done = not event.get("more_body", False)
                 if received > max_bytes:
                     exceeded = scope[_TOO_LARGE] = True
                     raise _BodyTooLarge()
             return event
 
         async def guarded_send(event: Message) -> None:
-            # The body parser turns our exception into its own 400; the client gets the 413.
-            if not exceeded:
+            # The body parser turns our exception into its own 400; the client gets the 413/408.
+            if not (exceeded or too_slow):
                 await send(event)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
+        except (_BodyTooLarge, _BodyTooSlow):
             pass
         if exceeded:
             _log_client_error(scope, 413, "upload_too_large", message)
             await _send_error(send, 413, "upload_too_large", message)
+        elif too_slow:
+            slow = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            _log_client_error(scope, 408, "request_timeout", slow)
+            await _send_error(send, 408, "request_timeout", slow, [(b"connection", b"close")])
 
 
 class ApiKeyGate:

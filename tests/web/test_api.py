@@ -456,3 +456,27 @@ def test_searches_in_flight_hold_at_most_the_decode_budget_of_pixels(engine, mon
         answers = list(pool.map(lambda _: upload(c, RED), range(4)))
     assert all(a.status_code == 200 for a in answers)
     assert peak == most_at_once
+
+
+def test_a_client_that_sends_its_body_too_slowly_gets_a_408(engine):
+    import asyncio
+
+    import httpx
+
+    app = create_app(engine, Settings(max_upload_bytes=200_000, body_timeout_s=0.5))
+
+    async def slow_body():
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        await asyncio.sleep(2)
+        yield b"x\r\n--b--\r\n"
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"content-type": "multipart/form-data; boundary=b"}
+            return await client.post("/api/search", content=slow_body(), headers=headers)
+
+    started = time.monotonic()
+    response = asyncio.run(send())
+    assert response.status_code == 408 and response.json()["error"]["code"] == "request_timeout"
+    assert time.monotonic() - started < 1.9  # answered at the deadline, not when the body ended
