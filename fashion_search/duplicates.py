@@ -5,7 +5,9 @@ for the same searches and one of them is usually a mistake.
 Each image is represented by its main garment's stored vector (the largest garment), and each
 looks up its nearest neighbours through the store's own index: one search per image rather
 than all pairs. Images whose main garments are at least ``threshold`` similar are linked, and
-linked images form groups.
+linked images form groups, as long as each group's first image is that similar to the first
+image of the group it would join (single links alone chain near-alike products into groups of
+hundreds: docs/experiments/2026-12-02-near-duplicates.md).
 """
 
 from __future__ import annotations
@@ -85,13 +87,19 @@ class _Links:
             self.parent[a], a = root, self.parent[a]
         return root
 
-    def join(self, a: str, b: str, similarity: float) -> None:
+    def join(self, a: str, b: str, similarity: float, alike: Callable[[str, str], float], threshold: float) -> None:
+        """Link ``a`` and ``b``; their groups merge only when the groups' first images are alike
+        too, so that a chain of small steps does not grow one group across a whole category."""
         ra, rb = self.find(a), self.find(b)
-        weakest = min(self.weakest.get(ra, 1.0), self.weakest.get(rb, 1.0), similarity)
-        if ra != rb:
-            self.parent[rb] = ra
-            self.parent.setdefault(ra, ra)
-        self.weakest[ra] = weakest
+        if ra == rb:
+            self.weakest[ra] = min(self.weakest.get(ra, 1.0), similarity)
+            return
+        bridge = similarity if {ra, rb} == {a, b} else alike(ra, rb)
+        if bridge < threshold:
+            return
+        self.parent[rb] = ra
+        self.parent.setdefault(ra, ra)
+        self.weakest[ra] = min(self.weakest.get(ra, 1.0), self.weakest.get(rb, 1.0), similarity, bridge)
 
 
 def find_duplicates(
@@ -122,10 +130,13 @@ def find_duplicates(
         hits = store.search(vector, NEIGHBOURS, exclude_product=shown[image_id].product_id)
         return [(h.image_id, h.score) for h in hits if h.score >= threshold and h.row_id in main_rows]
 
+    def alike(a: str, b: str) -> float:
+        return float(np.dot(main[a][2], main[b][2]))  # stored vectors are unit length
+
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for image_id, found in zip(main, pool.map(neighbours, main)):
             for other, similarity in found:
-                links.join(image_id, other, similarity)
+                links.join(image_id, other, similarity, alike, threshold)
             done += 1
             if progress is not None and done % 1000 == 0:
                 progress(done, len(main))
@@ -137,5 +148,5 @@ def find_duplicates(
         for root, images in members.items()
         if len({i.product_id for i in images}) > 1
     ]
-    groups.sort(key=lambda g: (-len(g.images), -g.similarity, g.images[0].product_id))
+    groups.sort(key=lambda g: (-g.similarity, -len(g.images), g.images[0].product_id))  # surest first
     return DuplicateReport(groups, len(main), time.monotonic() - started, threshold)

@@ -69,3 +69,17 @@ def test_the_command_prints_groups_as_json_and_refuses_a_missing_index(store, tm
     assert "1 groups of near-identical images (3 images)" in capsys.readouterr().out
     assert main(["duplicates", "--db", str(tmp_path / "nothing")]) == 2
     assert "no index at" in capsys.readouterr().err and not (tmp_path / "nothing").exists()
+
+
+def test_a_chain_of_small_steps_does_not_become_one_group(tmp_path):
+    # Each image is 0.985 alike to the next, the ends only ~0.94: two groups, not one chain.
+    base, step = np.zeros(DIM, np.float32), np.zeros(DIM, np.float32)
+    base[0], step[1] = 1.0, 1.0
+    angles = [0.0, 0.17, 0.34, 0.51]
+    rows = [garment(f"chain-{n}", f"P{n}", np.cos(a) * base + np.sin(a) * step) for n, a in enumerate(angles)]
+    store = open_store(str(tmp_path / "db"), dim=DIM)
+    store.upsert_images(rows + random_rows(50, seed=9))
+    groups = find_duplicates(store, threshold=0.98).groups
+    assert groups and all(len(g.images) <= 2 for g in groups)
+    linked = {frozenset(g.products) for g in groups}
+    assert frozenset({"P0", "P1"}) in linked or frozenset({"P1", "P2"}) in linked
