@@ -91,6 +91,8 @@ def api_key() -> str:
 def start_server(db: Path, log: object = subprocess.DEVNULL, writes: bool = False) -> tuple[subprocess.Popen, str]:
     """``fashion-search serve`` on a free loopback port; returns the process and its URL."""
     port = free_port()
+    if writes:
+        api_key()  # the key file exists before the server reads it
     extra = ["--api-key-file", str(KEY_FILE), "--uploads", str(UPLOADS)] if writes else []
     server = subprocess.Popen(
         [*fashion_search(), "serve", "--db", str(db), "--port", str(port), "--no-access-log", *extra],

@@ -33,6 +33,7 @@ DOCUMENTS = (
     ROOT / "fashion_search" / "embed" / "models" / "GARMENT_HEAD.md",
     ROOT / "docs" / "scaling.md",
     ROOT / "docs" / "filters.md",
+    ROOT / "docs" / "http-api.md",
 )
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
