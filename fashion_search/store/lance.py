@@ -20,13 +20,15 @@ import asyncio
 import json
 import math
 import os
+import random
 import re
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 # Lance logs a WARN line per HNSW sub-graph while building IVF indexes (thousands at 1M rows)
 # and deprecation notices on queries; keep the CLI readable. A value set by the user wins.
@@ -376,7 +378,7 @@ class LanceVectorStore(VectorStore):
         images_before = len(set(before.column("image_id").to_pylist()))
         if not rows:
             if images_before:
-                table.delete(where)
+                _retrying(lambda: table.delete(where))
             return images_before
         merge = table.merge_insert("row_id").when_matched_update_all().when_not_matched_insert_all()
         if before.num_rows:
@@ -423,7 +425,7 @@ class LanceVectorStore(VectorStore):
         for where, present in self._image_chunks(table, ids, "image_id"):
             found = len(pc.unique(present.column("image_id"))) if present.num_rows else 0
             if found:
-                table.delete(where)
+                _retrying(lambda: table.delete(where))  # noqa: B023 (called at once)
                 removed += found
         return removed
 
@@ -651,11 +653,12 @@ class LanceVectorStore(VectorStore):
             {"key": ["manifest"], "value": [json.dumps(manifest, sort_keys=True, default=str)]}, schema=_MANIFEST_SCHEMA
         )
         # An overwrite is one commit: readers see the old or the new manifest, never neither.
+        # Two writers (an index run, a catalog write) may overwrite at once: the later retries.
         try:
-            self._db.open_table(MANIFEST).add(data, mode="overwrite")
+            _retrying(lambda: self._db.open_table(MANIFEST).add(data, mode="overwrite"))
         except (FileNotFoundError, ValueError):
             self._db.create_table(MANIFEST, data=data, exist_ok=True)
-            self._db.open_table(MANIFEST).add(data, mode="overwrite")  # in case another process won
+            _retrying(lambda: self._db.open_table(MANIFEST).add(data, mode="overwrite"))  # another process won
 
     def clear(self) -> None:
         """Drop every row and the manifest: the store is as new (its dimension is chosen again
@@ -804,6 +807,19 @@ _PARTITIONS = re.compile(r"_p(\d+)$")
 def _partitions_in_name(name: Optional[str]) -> Optional[int]:
     match = _PARTITIONS.search(name or "")
     return int(match.group(1)) if match else None
+
+
+def _retrying(commit: Callable[[], T], attempts: int = 10) -> T:
+    """``commit()``, again after a short wait when Lance reports a retryable conflict with a
+    concurrent commit (it raises rather than retrying for overwrites and deletes)."""
+    for attempt in range(attempts):
+        try:
+            return commit()
+        except RuntimeError as exc:
+            if "Retryable commit conflict" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1) * (1 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def _hit_json(row: VectorRow) -> str:

@@ -160,3 +160,28 @@ def test_a_table_from_before_metadata_filters_is_still_written_but_refuses_them(
     where = parse_filter("price < 50", MetadataColumns.learn(r.metadata for r in rows))
     with pytest.raises(FilterError, match="predates metadata filters: rebuild"):
         store.search(rows[0].vector, 3, where=where)
+
+
+def test_manifests_written_at_once_by_two_writers_both_commit(tmp_path: Path) -> None:
+    # An index run and a catalog write may overwrite the manifest together; Lance refuses the
+    # later commit as a retryable conflict, which the store retries.
+    import threading
+
+    store = open_store(str(tmp_path / "db"), dim=DIM)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        other = open_store(str(tmp_path / "db"))
+        try:
+            for i in range(25):
+                other.write_manifest({"writer": n, "i": i})
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert store.read_manifest()["i"] == 24
