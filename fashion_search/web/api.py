@@ -298,7 +298,8 @@ async def _read_images(request: Request, files: list[UploadFile]) -> list[bytes]
 @router.put(
     "/api/products/{product_id:path}",
     response_model=ProductWriteResponse,
-    responses={**_errors(401, 403, 405, 413, 422), 201: {"model": ProductWriteResponse}},
+    # 404: an id with a line break matches no route (the path pattern stops at line ends).
+    responses={**_errors(401, 403, 404, 405, 413, 422), 201: {"model": ProductWriteResponse}},
     tags=["catalog writes"],
     summary="Add or replace a product",
     dependencies=[Depends(_bearer)],

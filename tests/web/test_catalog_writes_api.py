@@ -121,6 +121,14 @@ def test_a_bad_write_is_a_422_and_writes_nothing(client, images, fields, code):
     assert client.get("/api/products/bad-1").status_code == 404
 
 
+def test_a_product_id_with_a_line_break_is_a_documented_404_and_writes_nothing(client):
+    response = put(client, "a%0Ab", [jpeg((1, 2, 3))])
+    assert response.status_code == 404 and error_code(response) == "not_found", response.text
+    documented = client.get("/openapi.json").json()["paths"]["/api/products/{product_id}"]["put"]["responses"]
+    assert "404" in documented
+    assert client.get("/api/products/a").status_code == 404
+
+
 def test_bulk_writes_each_product_on_its_own(client):
     products = [
         {"product_id": "b-1", "category": "Tops", "metadata": {"brand": "A"}, "images": ["f1"]},
