@@ -812,14 +812,14 @@ def _partitions_in_name(name: Optional[str]) -> Optional[int]:
 def _retrying(commit: Callable[[], T], attempts: int = 10) -> T:
     """``commit()``, again after a short wait when Lance reports a retryable conflict with a
     concurrent commit (it raises rather than retrying for overwrites and deletes)."""
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return commit()
         except RuntimeError as exc:
-            if "Retryable commit conflict" not in str(exc) or attempt == attempts - 1:
+            if "Retryable commit conflict" not in str(exc):
                 raise
             time.sleep(0.02 * (attempt + 1) * (1 + random.random()))
-    raise AssertionError("unreachable")
+    return commit()
 
 
 def _hit_json(row: VectorRow) -> str:

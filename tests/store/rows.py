@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional
 
 import numpy as np
@@ -81,3 +82,21 @@ def vector_indexes(store: VectorStore) -> list[str]:
             [store.table],  # type: ignore[attr-defined]
         ).fetchall()
     return [name for (name,) in found]
+
+
+def errors_of_threads(work: Callable[[int], None], threads: int) -> list[BaseException]:
+    """Run ``work(0)`` .. ``work(threads - 1)`` at once, each on its own thread; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # noqa: BLE001 (reported to the caller)
+            errors.append(exc)
+
+    started = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return errors

@@ -10,7 +10,7 @@ import pytest
 
 from fashion_search.store import VectorRow, open_store
 from fashion_search.store.lance import LanceVectorStore
-from tests.store.rows import DIM, exact_top, random_rows, row
+from tests.store.rows import DIM, errors_of_threads, exact_top, random_rows, row
 
 
 @pytest.fixture
@@ -165,23 +165,12 @@ def test_a_table_from_before_metadata_filters_is_still_written_but_refuses_them(
 def test_manifests_written_at_once_by_two_writers_both_commit(tmp_path: Path) -> None:
     # An index run and a catalog write may overwrite the manifest together; Lance refuses the
     # later commit as a retryable conflict, which the store retries.
-    import threading
-
     store = open_store(str(tmp_path / "db"), dim=DIM)
-    errors: list[BaseException] = []
 
     def write(n: int) -> None:
         other = open_store(str(tmp_path / "db"))
-        try:
-            for i in range(25):
-                other.write_manifest({"writer": n, "i": i})
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for i in range(25):
+            other.write_manifest({"writer": n, "i": i})
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert errors_of_threads(write, 3) == []
     assert store.read_manifest()["i"] == 24

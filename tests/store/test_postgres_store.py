@@ -19,7 +19,7 @@ from fashion_search.store import VectorStore, open_store
 from tests.helpers import make_product
 from tests.store.conftest import DATABASE, pg_uri
 from tests.store.pg_server import PASSWORD, PASSWORD_USER, PostgresServer
-from tests.store.rows import DIM, exact_top, random_rows, row, vector_indexes
+from tests.store.rows import DIM, errors_of_threads, exact_top, random_rows, row, vector_indexes
 
 psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed (pip install -e '.[postgres]')")
 postgres = pytest.importorskip("fashion_search.store.postgres")
@@ -142,21 +142,12 @@ def test_two_writers_of_different_images_at_once_both_land(pg_server: PostgresSe
     for n, batch in rows.items():
         for r in batch:
             r.image_id = f"w{n}-{r.image_id}"
-    errors: list[BaseException] = []
 
     def write(n: int) -> None:
-        try:
-            for lo in range(0, 300, 10):
-                writers[n].upsert_images(rows[n][lo : lo + 10])
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for lo in range(0, 300, 10):
+            writers[n].upsert_images(rows[n][lo : lo + 10])
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert errors_of_threads(write, 2) == []
     assert writers[0].count() == 600 and len(writers[1].fingerprints()) == 600
 
 
