@@ -8,9 +8,9 @@
 
 It parses CCP's validation photos (0701-0800) with both models and bootstraps B - A over the photos
 (seeded): garment mean IoU and box recall of the target classes, each with a 95% interval. Zalora
-same-product recall is paired query by query from the two ``--per-query`` files. Held-out Kaggle
-product shots and the VITON validation photos (``splits/viton_validation_ids.txt``) are parsed by
-both, side by side. Street-to-shop and latency come from ``fashion-search train evaluate-parser``.
+same-product recall is paired query by query from the two ``--per-query`` files, and held-out
+Kaggle product shots photo by photo. The VITON validation photos (``splits/viton_validation_ids.txt``)
+are parsed by both, side by side. Street-to-shop and latency come from ``fashion-search train evaluate-parser``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from fashion_search.garments.taxonomy import ccp_lookup_table  # noqa: E402
 from fashion_search.training.datasets import ccp_ids, ccp_names, load_ccp_photo  # noqa: E402
 from fashion_search.training.embedder.pairs import read_ids  # noqa: E402
 from fashion_search.training.parser.evaluate import (  # noqa: E402
+    ProductShotReport,
     SegmentationReport,
     _SegmentationScore,
     evaluate_product_shots,
@@ -100,11 +101,42 @@ def paired_segmentation(
     return result
 
 
-def unpaired(parser: GarmentParser, data: Path, viton_ids: Path) -> dict[str, Any]:
+def paired_product_shots(
+    a: ProductShotReport, b: ProductShotReport, rounds: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """B - A on the same held-out product shots, per group and measure, with 95% intervals over
+    photos resampled with replacement."""
+    if [row[:2] for row in a.photos] != [row[:2] for row in b.photos]:
+        raise ValueError("the two reports hold different photos")
+    rng = np.random.default_rng(seed)
+    result: dict[str, Any] = {}
+    for group in ("all", "no person", "worn"):
+        rows = [i for i, row in enumerate(a.photos) if group == "all" or row[1] == group]
+        if not rows:
+            continue
+        for column, measure in ((2, "exactly one garment, right class"), (4, "largest garment right")):
+            va = np.array([a.photos[i][column] for i in rows], np.float64)
+            vb = np.array([b.photos[i][column] for i in rows], np.float64)
+            draws = rng.integers(0, len(rows), (rounds, len(rows)))
+            lo, hi = np.percentile((vb[draws] - va[draws]).mean(1), [2.5, 97.5])
+            result[f"{group}: {measure}"] = {
+                "photos": len(rows),
+                "a": round(float(va.mean()), 4),
+                "b": round(float(vb.mean()), 4),
+                "difference": round(float(vb.mean() - va.mean()), 4),
+                "95ci": [round(float(lo), 4), round(float(hi), 4)],
+            }
+    return result
+
+
+def unpaired(
+    parser: GarmentParser, data: Path, viton_ids: Path, product_shots: Optional[ProductShotReport] = None
+) -> dict[str, Any]:
     """Product-shot and VITON validation figures of one parser."""
+    shots = product_shots or evaluate_product_shots(parser, data / "kaggle")
     return {
         "model": parser.model_path.name,
-        "product_shots": evaluate_product_shots(parser, data / "kaggle").to_dict()["groups"],
+        "product_shots": shots.to_dict()["groups"],
         "viton_validation": evaluate_viton(parser, data / "viton", sorted(read_ids(viton_ids))).to_dict(),
     }
 
@@ -121,12 +153,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parsers = [GarmentParser(model_path=args.model_a), GarmentParser(model_path=args.model_b)]
     scores_a, scores_b = (per_photo_scores(p, args.data / "ccp") for p in parsers)
+    shots_a, shots_b = (evaluate_product_shots(p, args.data / "kaggle") for p in parsers)
     result = {
         "measured": datetime.date.today().isoformat(),
         "ccp_validation_paired": paired_segmentation(scores_a, scores_b),
+        "product_shots_paired": paired_product_shots(shots_a, shots_b),
         "zalora_paired": paired_difference(*args.zalora),
-        "a": unpaired(parsers[0], args.data, args.viton_ids),
-        "b": unpaired(parsers[1], args.data, args.viton_ids),
+        "a": unpaired(parsers[0], args.data, args.viton_ids, shots_a),
+        "b": unpaired(parsers[1], args.data, args.viton_ids, shots_b),
     }
     text = json.dumps(result, indent=1)
     if args.output:

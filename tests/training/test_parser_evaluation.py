@@ -32,6 +32,24 @@ def test_a_detector_that_returns_the_labelled_garments_scores_perfectly(shared_d
     assert set(report.box_recall.values()) == {1.0}
 
 
+class _RenamingDetector(_TruthDetector):
+    """The labelled garments with every footwear region called a bag."""
+
+    def detect(self, image):
+        return [
+            Garment(label="bag" if g.label == "footwear" else g.label, score=1.0, box=g.box, mask=g.mask)
+            for g in super().detect(image)
+        ]
+
+
+def test_confusions_give_the_share_of_a_predicted_class_that_is_truly_another(shared_data):
+    truth = evaluate_segmentation(_TruthDetector(shared_data / "ccp"), shared_data / "ccp", PHOTOS)
+    renamed = evaluate_segmentation(_RenamingDetector(shared_data / "ccp"), shared_data / "ccp", PHOTOS)
+    assert truth.confusions == {}
+    assert set(renamed.confusions) == {"bag"} and 0.0 < renamed.confusions["bag"]["footwear"] <= 1.0
+    assert renamed.to_dict()["confusions"] == renamed.confusions
+
+
 def test_the_ceiling_reads_the_labels_off_the_parsers_canvas(shared_data):
     report = segmentation_ceiling(shared_data / "ccp", PHOTOS)
     # Shrinking to 448x288 and back costs only pixels along the borders; a misplaced letterbox

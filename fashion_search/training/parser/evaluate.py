@@ -95,6 +95,9 @@ class SegmentationReport:
     iou: dict[str, float]
     box_recall: dict[str, float]
     box_counts: dict[str, int]
+    # predicted class -> {true class: share of its predicted pixels}, garments only, shares >= 0.05:
+    # the parser's lookalike classes (taxonomy.LOOKALIKE_PAIRS) are read off these.
+    confusions: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def mean_iou(self) -> float:
@@ -108,6 +111,7 @@ class SegmentationReport:
             "iou": {k: round(v, 4) for k, v in self.iou.items()},
             "box_recall": {k: round(v, 4) for k, v in self.box_recall.items()},
             "box_counts": self.box_counts,
+            "confusions": self.confusions,
         }
 
 
@@ -148,7 +152,22 @@ class _SegmentationScore:
             if name in GARMENT_CLASSES
         }
         recall = {name: self.found[name] / self.total[name] for name in GARMENT_CLASSES if self.total[name]}
-        return SegmentationReport(self.photos, iou, recall, dict(self.total))
+        return SegmentationReport(self.photos, iou, recall, dict(self.total), self.confusions())
+
+    def confusions(self, floor: float = 0.05) -> dict[str, dict[str, float]]:
+        predicted = self.matrix.sum(0)
+        out = {}
+        for j, guess in enumerate(PARSER_CLASSES):
+            if guess not in GARMENT_CLASSES or not predicted[j]:
+                continue
+            shares = {
+                truth: round(float(self.matrix[i, j] / predicted[j]), 4)
+                for i, truth in enumerate(PARSER_CLASSES)
+                if truth in GARMENT_CLASSES and truth != guess and self.matrix[i, j] >= floor * predicted[j]
+            }
+            if shares:
+                out[guess] = dict(sorted(shares.items(), key=lambda kv: -kv[1]))
+        return out
 
 
 def _score_photos(
@@ -196,6 +215,9 @@ def segmentation_ceiling(ccp_root: Path, ids: Optional[Sequence[int]] = None, **
 class ProductShotReport:
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     per_class: dict[str, float] = field(default_factory=dict)
+    # One row per photo (id, group, exactly one right, right class found, largest right), in the
+    # seeded order, so that two detectors can be compared photo by photo.
+    photos: list[tuple[str, str, bool, bool, bool]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"groups": self.groups, "exactly_one_right_per_class": self.per_class}
@@ -219,6 +241,7 @@ def evaluate_product_shots(
     taken: dict[str, int] = defaultdict(int)
     stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     class_hits: dict[str, list[int]] = defaultdict(list)
+    photos: list[tuple[str, str, bool, bool, bool]] = []
     for row in rows:
         cls = ARTICLE_TYPE_TO_CLASS[row["articleType"]]
         if taken[cls] >= per_class:
@@ -239,10 +262,11 @@ def evaluate_product_shots(
             s["largest_is_right"] += largest == cls
             s["nothing_found"] += not garments
         class_hits[cls].append(int(exactly_one))
+        photos.append((row["id"], "worn" if worn else "no person", exactly_one, cls in labels, largest == cls))
     groups = {
         g: {k: (v if k == "photos" else round(v / s["photos"], 4)) for k, v in s.items()} for g, s in stats.items()
     }
-    return ProductShotReport(groups, {c: round(float(np.mean(v)), 4) for c, v in sorted(class_hits.items())})
+    return ProductShotReport(groups, {c: round(float(np.mean(v)), 4) for c, v in sorted(class_hits.items())}, photos)
 
 
 def ccp_tags(ccp_root: Path) -> list[tuple[Path, set[str]]]:

@@ -1,0 +1,38 @@
+"""scripts/compare_parsers.py: two parsers compared on the same photos."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from fashion_search.training.parser.evaluate import ProductShotReport
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("compare_parsers", ROOT / "scripts" / "compare_parsers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _shots(outcomes):
+    return ProductShotReport(
+        photos=[(str(i), group, one, True, largest) for i, (group, one, largest) in enumerate(outcomes)]
+    )
+
+
+def test_product_shots_are_compared_photo_by_photo_with_an_interval():
+    a = _shots([("no person", True, True)] * 40 + [("worn", False, True)] * 40)
+    b = _shots([("no person", True, True)] * 40 + [("worn", True, False)] * 40)
+    paired = _script().paired_product_shots(a, b)
+    worn = paired["worn: exactly one garment, right class"]
+    assert (worn["a"], worn["b"], worn["difference"], worn["95ci"]) == (0.0, 1.0, 1.0, [1.0, 1.0])
+    assert paired["all: largest garment right"]["difference"] == -0.5
+    assert paired["no person: exactly one garment, right class"]["95ci"] == [0.0, 0.0]
+
+
+def test_product_shots_of_different_photos_are_refused():
+    with pytest.raises(ValueError, match="different photos"):
+        _script().paired_product_shots(_shots([("worn", True, True)]), _shots([("no person", True, True)]))
