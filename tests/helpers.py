@@ -7,6 +7,7 @@ any other model.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +21,7 @@ from fashion_search.registry import DETECTORS, EMBEDDERS
 from fashion_search.vectors import l2_normalise
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # Colours the stand-in detector reads as garment classes.
 COLOUR_CLASSES = {"skirt": (220, 20, 20), "top": (20, 20, 220), "footwear": (20, 200, 20), "knitwear": (200, 200, 20)}
 
@@ -77,6 +79,14 @@ class ColourGarmentDetector(GarmentDetector):
 EMBEDDERS.register("test-pixels")(PixelEmbedder)
 EMBEDDERS.register("test-slow-pixels")(SlowPixelEmbedder)
 DETECTORS.register("test-colour-garments")(ColourGarmentDetector)
+
+
+def load_script(name: str) -> Any:
+    """``scripts/<name>.py`` as a module: the research scripts are not part of the package."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_product(

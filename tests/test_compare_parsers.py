@@ -1,20 +1,13 @@
 """scripts/compare_parsers.py: two parsers compared on the same photos."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from fashion_search.training.parser.evaluate import ProductShotReport
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("compare_parsers", ROOT / "scripts" / "compare_parsers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_parsers")
 
 
 def _shots(outcomes):

@@ -1,12 +1,13 @@
 """The docs stay true: figure tables match the measurements they are rendered from, links
 resolve, experiment records keep their shape, and the README stays a user's guide."""
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "docs" / "experiments").glob("*.md"))
@@ -14,10 +15,7 @@ LINK = re.compile(r"\]\(([^)#\s]+\.(?:md|toml|json|png|py))\)")
 
 
 def _renderer():
-    spec = importlib.util.spec_from_file_location("render_figures", ROOT / "scripts" / "render_figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("render_figures")
 
 
 def _tracked(*patterns: str) -> list[Path]:

@@ -1,6 +1,5 @@
 """Worn-to-shop evaluation on a pairs CSV, per-query outcomes and paired comparisons of two runs."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -24,9 +23,7 @@ from fashion_search.evaluation import (
 )
 from fashion_search.pipeline import Component, GarmentPipeline
 from fashion_search.store import open_store
-from tests.helpers import COLOUR_CLASSES
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import COLOUR_CLASSES, load_script
 
 
 def _photo(garments: dict[str, tuple[tuple[int, int, int, int], int]], size=(80, 100)) -> Image.Image:
@@ -188,9 +185,7 @@ def test_paired_difference_gives_the_sign_and_size_of_a_change_on_the_shared_que
 
 
 def test_compare_runs_prints_a_markdown_table(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "scripts" / "compare_runs.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("compare_runs")
     a = _per_query_file(tmp_path / "a.jsonl", {"R@1": [0, 0, 1, 1]})
     b = _per_query_file(tmp_path / "b.jsonl", {"R@1": [1, 0, 1, 1]})
     assert script.main([str(a), str(b)]) == 0

@@ -1,23 +1,19 @@
 """scripts/viton_validation.py: the VITON worn-to-shop validation set as catalog and pairs CSVs."""
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from fashion_search.evaluation import read_query_pairs
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 VITON = SHARED_DATA / "viton"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("viton_validation", ROOT / "scripts" / "viton_validation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("viton_validation")
 
 
 def test_the_validation_set_lists_each_ids_product_shot_and_worn_photo(tmp_path):
