@@ -7,10 +7,12 @@
         --output docs/results/parser_comparison.json
 
 It parses CCP's validation photos (0701-0800) with both models and bootstraps B - A over the photos
-(seeded): garment mean IoU and box recall of the target classes, each with a 95% interval. Zalora
-same-product recall is paired query by query from the two ``--per-query`` files, and held-out
-Kaggle product shots photo by photo. The VITON validation photos (``splits/viton_validation_ids.txt``)
-are parsed by both, side by side. Street-to-shop and latency come from ``fashion-search train evaluate-parser``.
+(seeded): garment mean IoU and box recall of the target classes, each with a 95% interval. Held-out
+Kaggle product shots are paired photo by photo; Zalora same-product recall, and worn-to-shop
+recall given ``--worn-to-shop`` (per-query files of ``fashion-search eval-pairs`` on the VITON
+validation pairs), query by query from the ``--per-query`` files. The VITON validation photos
+(``splits/viton_validation_ids.txt``) are parsed by both, side by side. Street-to-shop and latency
+come from ``fashion-search train evaluate-parser``.
 """
 
 from __future__ import annotations
@@ -147,6 +149,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("model_b", type=Path)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--zalora", nargs=2, type=Path, metavar=("A_JSONL", "B_JSONL"), required=True)
+    parser.add_argument(
+        "--worn-to-shop",
+        nargs=2,
+        type=Path,
+        metavar=("A_JSONL", "B_JSONL"),
+        help="per-query files of `fashion-search eval-pairs` on the VITON validation pairs, one per parser",
+    )
     parser.add_argument("--viton-ids", type=Path, default=ROOT / "splits" / "viton_validation_ids.txt")
     parser.add_argument("--output", type=Path, help="write the JSON here (default: print it)")
     args = parser.parse_args(argv)
@@ -159,6 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "ccp_validation_paired": paired_segmentation(scores_a, scores_b),
         "product_shots_paired": paired_product_shots(shots_a, shots_b),
         "zalora_paired": paired_difference(*args.zalora),
+        **({"worn_to_shop_paired": paired_difference(*args.worn_to_shop)} if args.worn_to_shop else {}),
         "a": unpaired(parsers[0], args.data, args.viton_ids, shots_a),
         "b": unpaired(parsers[1], args.data, args.viton_ids, shots_b),
     }

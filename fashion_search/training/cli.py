@@ -242,6 +242,9 @@ def cmd_parser(args: argparse.Namespace) -> int:
         raise UsageError("train parser --write-examples packs the datasets: it needs --ccp (and --kaggle)")
     if not (args.output or args.write_examples):
         raise UsageError("train parser needs --output (or --write-examples to only pack the examples)")
+    if args.init and not Path(args.init).is_file():
+        # Checked before the datasets load and anything is written, rather than after minutes of loading.
+        raise UsageError(f"--init {args.init} not found: give an earlier run's parser.pt or garment_parser.onnx")
     config = TrainConfig(
         ccp_root=args.ccp,
         kaggle_root=args.kaggle,

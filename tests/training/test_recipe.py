@@ -57,3 +57,14 @@ def test_the_shipped_garment_head_has_its_recipe_next_to_its_model_card():
     assert recipe["exclude_ids"] == "splits/viton_validation_ids.txt"
     args = _parse(commands["embedder"], ["--recipe", str(path), "--output", "run"])
     assert (args.dim, args.viton, args.output) == (128, "../shared/data/viton", "run")
+
+
+def test_a_missing_init_checkpoint_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from fashion_search.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    recipe = str(DEFAULT_MODEL.with_name("garment_parser.recipe.toml"))
+    assert main(["train", "parser", "--recipe", recipe, "--init", "runs/stage1/parser.pt", "--output", "run"]) != 0
+    assert "--init runs/stage1/parser.pt not found" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
