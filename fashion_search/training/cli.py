@@ -293,6 +293,16 @@ def cmd_parser(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average_parsers(args: argparse.Namespace) -> int:
+    try:
+        from fashion_search.training.parser.average import average_runs
+    except ImportError as exc:
+        raise missing_train_extra(exc) from exc
+    record = average_runs([Path(r) for r in args.runs], Path(args.output))
+    print(json.dumps({"model": str(Path(args.output) / "garment_parser.onnx"), "seeds": record["seeds"]}))
+    return 0
+
+
 def cmd_evaluate_parser(args: argparse.Namespace) -> int:
     from fashion_search.training.parser.report import measure_parser
 
@@ -441,6 +451,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p = sub.add_parser("parser", help="train the garment parser on Clothing Co-Parsing (+ product shots)")
     _parser_args(p)
     p.set_defaults(func=cmd_parser)
+
+    p = sub.add_parser(
+        "average-parsers",
+        help="average the weights of parser runs fine-tuned from one starting point (seeds of one recipe)",
+    )
+    p.add_argument("runs", nargs="+", help="run folders of `train parser` (training.json, parser.pt)")
+    p.add_argument("--output", required=True, help="folder for parser.pt, garment_parser.onnx and average.json")
+    p.set_defaults(func=cmd_average_parsers)
 
     p = sub.add_parser(
         "embedder", help="train the garment head on worn-to-shop pairs (VITON, your own CSV) and product shots"
