@@ -108,20 +108,23 @@ def paired_product_shots(
 ) -> dict[str, Any]:
     """B - A on the same held-out product shots, per group and measure, with 95% intervals over
     photos resampled with replacement."""
-    if [row[:2] for row in a.photos] != [row[:2] for row in b.photos]:
+    if [(p.id, p.group) for p in a.photos] != [(p.id, p.group) for p in b.photos]:
         raise ValueError("the two reports hold different photos")
     rng = np.random.default_rng(seed)
     result: dict[str, Any] = {}
     for group in ("all", "no person", "worn"):
-        rows = [i for i, row in enumerate(a.photos) if group == "all" or row[1] == group]
+        rows = [i for i, p in enumerate(a.photos) if group in ("all", p.group)]
         if not rows:
             continue
-        for column, measure in ((2, "exactly one garment, right class"), (4, "largest garment right")):
-            va = np.array([a.photos[i][column] for i in rows], np.float64)
-            vb = np.array([b.photos[i][column] for i in rows], np.float64)
+        for measure, name in (
+            ("exactly_one_right", "exactly one garment, right class"),
+            ("largest_is_right", "largest garment right"),
+        ):
+            va = np.array([getattr(a.photos[i], measure) for i in rows], np.float64)
+            vb = np.array([getattr(b.photos[i], measure) for i in rows], np.float64)
             draws = rng.integers(0, len(rows), (rounds, len(rows)))
             lo, hi = np.percentile((vb[draws] - va[draws]).mean(1), [2.5, 97.5])
-            result[f"{group}: {measure}"] = {
+            result[f"{group}: {name}"] = {
                 "photos": len(rows),
                 "a": round(float(va.mean()), 4),
                 "b": round(float(vb.mean()), 4),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fashion_search.training.parser.evaluate import ProductShotReport
+from fashion_search.training.parser.evaluate import ProductShotOutcome, ProductShotReport
 from tests.helpers import load_script
 
 
@@ -12,7 +12,10 @@ def _script():
 
 def _shots(outcomes):
     return ProductShotReport(
-        photos=[(str(i), group, one, True, largest) for i, (group, one, largest) in enumerate(outcomes)]
+        [
+            ProductShotOutcome(str(i), "top", group, one, True, largest, False)
+            for i, (group, one, largest) in enumerate(outcomes)
+        ]
     )
 
 
@@ -29,3 +32,15 @@ def test_product_shots_are_compared_photo_by_photo_with_an_interval():
 def test_product_shots_of_different_photos_are_refused():
     with pytest.raises(ValueError, match="different photos"):
         _script().paired_product_shots(_shots([("worn", True, True)]), _shots([("no person", True, True)]))
+
+
+def test_a_product_shot_report_sums_its_photos_by_group_and_class():
+    report = _shots([("no person", True, True)] * 3 + [("worn", False, True)])
+    assert report.groups["all"] == {
+        "photos": 4,
+        "exactly_one_right": 0.75,
+        "right_class_found": 1.0,
+        "largest_is_right": 1.0,
+        "nothing_found": 0.0,
+    }
+    assert report.groups["worn"]["photos"] == 1 and report.per_class == {"top": 0.75}

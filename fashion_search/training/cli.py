@@ -298,7 +298,7 @@ def cmd_average_parsers(args: argparse.Namespace) -> int:
         from fashion_search.training.parser.average import average_runs
     except ImportError as exc:
         raise missing_train_extra(exc) from exc
-    record = average_runs([Path(r) for r in args.runs], Path(args.output))
+    record = average_runs(args.runs, Path(args.output))
     print(json.dumps({"model": str(Path(args.output) / "garment_parser.onnx"), "seeds": record["seeds"]}))
     return 0
 

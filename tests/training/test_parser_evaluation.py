@@ -3,7 +3,7 @@ import numpy as np
 from fashion_search.garments import Garment, GarmentDetector
 from fashion_search.garments.taxonomy import GARMENT_CLASSES, ccp_lookup_table, class_index
 from fashion_search.training.datasets import ccp_names, load_ccp_photo
-from fashion_search.training.parser.evaluate import evaluate_segmentation, segmentation_ceiling
+from fashion_search.training.parser.evaluate import evaluate_product_shots, evaluate_segmentation, segmentation_ceiling
 
 PHOTOS = [701, 702, 703]
 
@@ -61,3 +61,18 @@ def test_the_ceiling_reads_the_labels_off_the_parsers_canvas(shared_data):
 def test_the_ceiling_applies_the_extractions_rules(shared_data):
     report = segmentation_ceiling(shared_data / "ccp", PHOTOS, max_garments=0)
     assert report.box_counts and set(report.box_recall.values()) == {0.0}
+
+
+class _NothingDetector(GarmentDetector):
+    name = "nothing"
+
+    def detect(self, image):
+        return []
+
+
+def test_product_shots_where_nothing_is_found_count_as_missed_in_every_group(shared_data):
+    report = evaluate_product_shots(_NothingDetector(), shared_data / "kaggle", per_class=1)
+    assert len(report.photos) == len(report.per_class) > 5
+    assert report.groups["all"]["photos"] == len(report.photos)
+    assert report.groups["all"]["nothing_found"] == 1.0 and report.groups["all"]["right_class_found"] == 0.0
+    assert set(report.to_dict()) == {"groups", "exactly_one_right_per_class"}

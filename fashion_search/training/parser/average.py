@@ -30,7 +30,7 @@ def _run_config(run: Path) -> dict[str, Any]:
         raise UsageError(f"{run} holds no finished parser run (training.json and parser.pt)") from None
 
 
-def average_runs(runs: Sequence[Path], output: Path) -> dict[str, Any]:
+def average_runs(runs: Sequence[str | Path], output: Path) -> dict[str, Any]:
     """Average the ``parser.pt`` weights of ``runs`` (batch-norm statistics included) into
     ``output``: ``parser.pt``, ``garment_parser.onnx`` and ``average.json``, which names the runs."""
     from fashion_search.training.parser.train import export_onnx
@@ -44,17 +44,17 @@ def average_runs(runs: Sequence[Path], output: Path) -> dict[str, Any]:
         if len(values) > 1:
             raise UsageError(f"runs differ in {key} ({', '.join(sorted(values))}): their weights cannot be averaged")
     first = configs[0]
+    net = ParserNet(
+        len(PARSER_CLASSES),
+        (first["height"], first["width"]),
+        first["frozen_blocks"],
+        first["decoder"],
+        first["backbone"],
+    )
     states = []
     for run in runs:
-        net = ParserNet(
-            len(PARSER_CLASSES),
-            (first["height"], first["width"]),
-            first["frozen_blocks"],
-            first["decoder"],
-            first["backbone"],
-        )
         load_checkpoint(net, str(run / "parser.pt"))
-        states.append(net.state_dict())
+        states.append({name: value.clone() for name, value in net.state_dict().items()})
     averaged = {
         name: torch.stack([s[name].float() for s in states]).mean(0).to(value.dtype)
         if value.is_floating_point()

@@ -24,7 +24,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -211,13 +211,43 @@ def segmentation_ceiling(ccp_root: Path, ids: Optional[Sequence[int]] = None, **
     return _score_photos(ccp_root, ids, perfect_parse)
 
 
+class ProductShotOutcome(NamedTuple):
+    """What a detector made of one product shot."""
+
+    id: str
+    cls: str
+    group: str  # "worn" (a model in the photo) or "no person"
+    exactly_one_right: bool
+    right_class_found: bool
+    largest_is_right: bool
+    nothing_found: bool
+
+
+MEASURES = ("exactly_one_right", "right_class_found", "largest_is_right", "nothing_found")
+
+
 @dataclass
 class ProductShotReport:
-    groups: dict[str, dict[str, float]] = field(default_factory=dict)
-    per_class: dict[str, float] = field(default_factory=dict)
-    # One row per photo (id, group, exactly one right, right class found, largest right), in the
-    # seeded order, so that two detectors can be compared photo by photo.
-    photos: list[tuple[str, str, bool, bool, bool]] = field(default_factory=list)
+    # Photo by photo, in the seeded order, so that two detectors can be compared on each photo.
+    photos: list[ProductShotOutcome] = field(default_factory=list)
+
+    @property
+    def groups(self) -> dict[str, dict[str, float]]:
+        """Per group ("all", "no person", "worn"): photos, and the share of each measure."""
+        out = {}
+        for group in ("all", "no person", "worn"):
+            rows = [p for p in self.photos if group in ("all", p.group)]
+            if rows:
+                out[group] = {"photos": len(rows)} | {
+                    m: round(float(np.mean([getattr(p, m) for p in rows])), 4) for m in MEASURES
+                }
+        return out
+
+    @property
+    def per_class(self) -> dict[str, float]:
+        """Per class, the share of its shots parsed as exactly one garment of that class."""
+        classes = sorted({p.cls for p in self.photos})
+        return {c: round(float(np.mean([p.exactly_one_right for p in self.photos if p.cls == c])), 4) for c in classes}
 
     def to_dict(self) -> dict[str, Any]:
         return {"groups": self.groups, "exactly_one_right_per_class": self.per_class}
@@ -239,9 +269,7 @@ def evaluate_product_shots(
     rng = np.random.default_rng(seed)
     rng.shuffle(rows)
     taken: dict[str, int] = defaultdict(int)
-    stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    class_hits: dict[str, list[int]] = defaultdict(list)
-    photos: list[tuple[str, str, bool, bool, bool]] = []
+    report = ProductShotReport()
     for row in rows:
         cls = ARTICLE_TYPE_TO_CLASS[row["articleType"]]
         if taken[cls] >= per_class:
@@ -253,20 +281,18 @@ def evaluate_product_shots(
         garments = detector.detect(photo)
         labels = [g.label for g in garments]
         largest = max(garments, key=lambda g: g.mask.sum() if g.mask is not None else 0).label if garments else None
-        exactly_one = len(garments) == 1 and labels[0] == cls
-        for group in ("all", "worn" if worn else "no person"):
-            s = stats[group]
-            s["photos"] += 1
-            s["exactly_one_right"] += exactly_one
-            s["right_class_found"] += cls in labels
-            s["largest_is_right"] += largest == cls
-            s["nothing_found"] += not garments
-        class_hits[cls].append(int(exactly_one))
-        photos.append((row["id"], "worn" if worn else "no person", exactly_one, cls in labels, largest == cls))
-    groups = {
-        g: {k: (v if k == "photos" else round(v / s["photos"], 4)) for k, v in s.items()} for g, s in stats.items()
-    }
-    return ProductShotReport(groups, {c: round(float(np.mean(v)), 4) for c, v in sorted(class_hits.items())}, photos)
+        report.photos.append(
+            ProductShotOutcome(
+                id=row["id"],
+                cls=cls,
+                group="worn" if worn else "no person",
+                exactly_one_right=len(garments) == 1 and labels[0] == cls,
+                right_class_found=cls in labels,
+                largest_is_right=largest == cls,
+                nothing_found=not garments,
+            )
+        )
+    return report
 
 
 def ccp_tags(ccp_root: Path) -> list[tuple[Path, set[str]]]:
