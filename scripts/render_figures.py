@@ -386,6 +386,31 @@ def parser_catalog() -> str:
     return first + "\n\n" + second
 
 
+def parser_comparison() -> str:
+    """The shipped parser against the one shipped before it, paired on the same photos and queries."""
+    record = load("parser_seed_average_comparison")
+    boxes = record["ccp_validation_paired"]["boxes"]
+    sections = [
+        ("CCP validation photos", "", record["ccp_validation_paired"]),
+        ("Kaggle product shots", "", record["product_shots_paired"]),
+        ("Zalora multi-view queries", "", record["zalora_paired"]),
+        ("VITON validation pairs", "worn-to-shop ", record["worn_to_shop_paired"]),
+    ]
+    rows = []
+    for data, prefix, measures in sections:
+        for name, r in measures.items():
+            if not isinstance(r, dict) or "difference" not in r:
+                continue
+            lo, hi = r["95ci"]
+            count = r.get("photos") or r.get("queries") or boxes.get(name.removeprefix("box recall "), 100)
+            difference = f"{r['difference']:+.3f} ({lo:+.3f} to {hi:+.3f})"
+            rows.append([data, prefix + name, f"{count:,}", f3(r["a"]), f3(r["b"]), difference])
+            data = ""
+    return table(
+        ["data", "measure", "photos, boxes or queries", "before", "shipped", "difference (95% interval)"], rows
+    )
+
+
 def parser_file() -> str:
     parser = load("garment_parser")
     model, speed_, measured = parser["model"], parser["latency"], parser["measured"]
@@ -441,6 +466,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "parser-segmentation": parser_segmentation,
     "parser-catalog": parser_catalog,
     "parser-file": parser_file,
+    "parser-comparison": parser_comparison,
     "embedder-file": embedder_file,
     "embedder-latency": embedder_latency,
     "embedder-comparison": embedder_comparison,

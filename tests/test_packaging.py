@@ -22,6 +22,7 @@ def test_the_wheel_holds_the_package_and_its_models_but_no_tests(tmp_path):
         "fashion_search/garments/models/garment_parser.onnx",
         "fashion_search/garments/models/GARMENT_PARSER.md",
         "fashion_search/garments/models/garment_parser.recipe.toml",
+        "fashion_search/garments/models/garment_parser.pretrain.recipe.toml",
         "fashion_search/embed/models/efficientnet_lite2_features.onnx",
         "fashion_search/embed/models/garment_head.onnx",
         "fashion_search/embed/models/GARMENT_HEAD.md",

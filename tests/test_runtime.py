@@ -27,8 +27,9 @@ def test_the_parser_reads_its_classes_size_and_scaling_from_its_file():
     meta = model_metadata(parser._session)
     assert meta["classes"].split(",") == list(PARSER_CLASSES) and parser.classes == PARSER_CLASSES
     assert parser.input_size == (448, 288)
-    # The scaling every parser so far was trained with, on 0..255 values: (x - 127/255) / (128/255).
-    assert np.allclose(parser._mean, 127 / 255) and np.allclose(parser._std, 128 / 255)
+    # The backbone's own scaling, (x - 127) / 128 on 0..255 values; the parsers before 2026-12-02
+    # were trained with (x - 127/255) / (128/255), recorded in their files and served so.
+    assert np.allclose(parser._mean, 127) and np.allclose(parser._std, 128)
     identity = parser.identity()
     assert identity["classes"] == list(PARSER_CLASSES) and len(identity["sha256"]) == 64
 

@@ -1,7 +1,5 @@
 """Recipe files: the options of a training command, kept next to a model card."""
 
-import argparse
-
 import pytest
 
 from fashion_search.errors import UsageError
@@ -32,16 +30,19 @@ def test_a_recipe_with_an_option_the_command_does_not_take_is_refused(tmp_path):
         read_recipe(tmp_path / "bad.toml")
 
 
-def test_the_shipped_parser_has_its_recipe_next_to_its_model_card():
-    recipe = read_recipe(DEFAULT_MODEL.with_name("garment_parser.recipe.toml"))
+def test_the_shipped_parser_has_both_stages_of_its_recipe_next_to_its_model_card():
     assert DEFAULT_MODEL.with_name("GARMENT_PARSER.md").is_file()
     _, commands = build_parser()
     known = {action.dest for action in commands["parser"]._actions}
-    assert set(recipe) <= known and recipe["epochs"] == 20 and recipe["frozen_blocks"] == 5
-    assert isinstance(
-        _parse(commands["parser"], ["--recipe", str(DEFAULT_MODEL.with_name("garment_parser.recipe.toml"))]),
-        argparse.Namespace,
-    )
+    pretrain = read_recipe(DEFAULT_MODEL.with_name("garment_parser.pretrain.recipe.toml"))
+    finetune = read_recipe(DEFAULT_MODEL.with_name("garment_parser.recipe.toml"))
+    assert set(pretrain) <= known and set(finetune) <= known
+    # Stage 1 never trains on the VITON validation split; stage 2 starts from stage 1's output.
+    assert pretrain["exclude_ids"] == "splits/viton_validation_ids.txt" and "init" not in pretrain
+    assert finetune["init"] == "runs/parser-pretrain/parser.pt" and "viton" not in finetune
+    for name in ("garment_parser.pretrain.recipe.toml", "garment_parser.recipe.toml"):
+        args = _parse(commands["parser"], ["--recipe", str(DEFAULT_MODEL.with_name(name)), "--output", "run"])
+        assert args.pixel_scaling == "backbone" and args.backbone == "efficientnet-lite0"
 
 
 def test_the_shipped_garment_head_has_its_recipe_next_to_its_model_card():
