@@ -244,6 +244,15 @@ def _to_garment(image_size: tuple[int, int], name: str, score: float, mask: np.n
     region = np.asarray(small.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=source)) >= 128
     if not region.any():  # a sliver that vanished in resizing: keep its scaled-up pixels
         region = np.asarray(small.resize((x1 - x0, y1 - y0), Image.NEAREST, box=source)) > 0
+    if not region.any():
+        # Smaller than one pixel of the photo (a photo of a few pixels is parsed on a larger
+        # canvas): the garment keeps the photo pixels its box touches.
+        bx0, by0 = int(cols[0] * sx), int(rows[0] * sy)
+        bx1 = min(width, max(bx0 + 1, int(np.ceil((cols[-1] + 1) * sx))))
+        by1 = min(height, max(by0 + 1, int(np.ceil((rows[-1] + 1) * sy))))
+        full = np.zeros((height, width), bool)
+        full[by0:by1, bx0:bx1] = True
+        return Garment(label=name, score=round(score, 4), box=(bx0, by0, bx1, by1), mask=full)
     full = np.zeros((height, width), bool)
     full[y0:y1, x0:x1] = region
     rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))

@@ -59,6 +59,14 @@ def test_masks_and_boxes_are_in_the_photos_pixels():
     assert garment.score == pytest.approx(0.8)
 
 
+def test_a_garment_smaller_than_one_photo_pixel_keeps_the_pixel_it_falls_in():
+    # A photo of a few pixels is parsed on a larger canvas: a garment off the resampling grid
+    # must still come back with a box and a mask inside the photo.
+    garments = _parse(_labels(("skirt", (67, 2, 75, 14))), image_size=(3, 3))
+    assert [(g.label, g.box) for g in garments] == [("skirt", (2, 0, 3, 1))]
+    assert garments[0].mask.shape == (3, 3) and garments[0].mask.sum() == 1 and garments[0].mask[0, 2]
+
+
 def test_garments_come_largest_first_and_are_capped():
     labels = _labels(("hat", (40, 0, 60, 10)), ("top", (10, 20, 90, 90)), ("shorts", (20, 90, 80, 120)))
     assert [g.label for g in _parse(labels)] == ["top", "shorts", "hat"]
