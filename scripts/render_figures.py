@@ -390,6 +390,7 @@ def parser_comparison() -> str:
     """The shipped parser against the one shipped before it, paired on the same photos and queries."""
     record = load("parser_seed_average_comparison")
     boxes = record["ccp_validation_paired"]["boxes"]
+    ccp_photos = load("garment_parser")["segmentation"]["photos"]  # the same CCP validation photos
     sections = [
         ("CCP validation photos", "", record["ccp_validation_paired"]),
         ("Kaggle product shots", "", record["product_shots_paired"]),
@@ -402,7 +403,7 @@ def parser_comparison() -> str:
             if not isinstance(r, dict) or "difference" not in r:
                 continue
             lo, hi = r["95ci"]
-            count = r.get("photos") or r.get("queries") or boxes.get(name.removeprefix("box recall "), 100)
+            count = r.get("photos") or r.get("queries") or boxes.get(name.removeprefix("box recall "), ccp_photos)
             difference = f"{r['difference']:+.3f} ({lo:+.3f} to {hi:+.3f})"
             rows.append([data, prefix + name, f"{count:,}", f3(r["a"]), f3(r["b"]), difference])
             data = ""

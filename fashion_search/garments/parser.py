@@ -250,9 +250,7 @@ def _to_garment(image_size: tuple[int, int], name: str, score: float, mask: np.n
         bx0, by0 = int(cols[0] * sx), int(rows[0] * sy)
         bx1 = min(width, max(bx0 + 1, int(np.ceil((cols[-1] + 1) * sx))))
         by1 = min(height, max(by0 + 1, int(np.ceil((rows[-1] + 1) * sy))))
-        full = np.zeros((height, width), bool)
-        full[by0:by1, bx0:bx1] = True
-        return Garment(label=name, score=round(score, 4), box=(bx0, by0, bx1, by1), mask=full)
+        region[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = True
     full = np.zeros((height, width), bool)
     full[y0:y1, x0:x1] = region
     rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
