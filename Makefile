@@ -62,9 +62,10 @@ endif
 test: install-test $(CHROMIUM)
 	$(PY) -m pytest -q
 
-# For contributors: everything but the tests that need torch or a browser, on the runtime install.
-test-fast: install
-	$(PY) -m pytest -q -m 'not torch and not browser'
+# For contributors, on every change (about a minute): everything but the slow tests and those
+# that need torch or a browser.
+test-fast: install-test
+	$(PY) -m pytest -q -m 'not slow and not torch and not browser'
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -41,7 +41,7 @@ from bench_store import (  # noqa: E402
 from bench_stores import open_stores  # noqa: E402
 
 from fashion_search.store import VectorStore  # noqa: E402
-from fashion_search.store.filters import MetadataColumns, evaluate, parse_filter  # noqa: E402
+from fashion_search.store.filters import MetadataColumns, all_of, evaluate, one_of, parse_filter  # noqa: E402
 from fashion_search.vectors import l2_normalise  # noqa: E402
 
 BRANDS = 20
@@ -138,11 +138,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 where = parsed.get(label)
                 for k in args.k:
                     for q in warmup:
-                        store.search(q, k, category=category, where=where)
+                        store.search(q, k, where=all_of(one_of("category", category), where))
                     latencies, recalls = [], []
                     for qi, q in enumerate(queries):
                         t0 = time.perf_counter()
-                        hits = store.search(q, k, category=category, where=where)
+                        hits = store.search(q, k, where=all_of(one_of("category", category), where))
                         latencies.append((time.perf_counter() - t0) * 1e3)
                         exact = set(truth[label][qi, :k].tolist())
                         recalls.append(len({int(h.image_id[3:]) for h in hits} & exact) / k)

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import results_json  # noqa: E402  (benchmarks/results_json.py)
 
 from fashion_search.store import VectorRow, open_store  # noqa: E402
+from fashion_search.store.filters import all_of, excluding, one_of
 from fashion_search.store.lance import AnnParams, LanceVectorStore  # noqa: E402
 from fashion_search.vectors import l2_normalise as normalize  # noqa: E402
 
@@ -359,10 +360,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue  # the cached exact lists are too short to remove a product and keep k
 
             def one(qi: int, q: np.ndarray, k: int = k, category=category, exclude: bool = exclude) -> list:
-                return store.search(q, k, category=category, exclude_product=excluded[qi] if exclude else None)
+                return store.search(
+                    q,
+                    k,
+                    where=all_of(
+                        one_of("category", category), excluding("product_id", excluded[qi] if exclude else None)
+                    ),
+                )
 
             for q in warmup:  # other queries from the same distribution; not timed
-                store.search(q, k, category=category)
+                store.search(q, k, where=one_of("category", category))
             latencies, recalls = [], []
             for qi, q in enumerate(queries):
                 t0 = time.perf_counter()

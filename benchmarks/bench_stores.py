@@ -44,6 +44,7 @@ from bench_store import (  # noqa: E402
 )
 
 from fashion_search.store import VectorStore, open_store  # noqa: E402
+from fashion_search.store.filters import one_of  # noqa: E402
 from fashion_search.vectors import l2_normalise  # noqa: E402
 
 
@@ -210,11 +211,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                         if pg[1] is not None:
                             store.ann.filtered_fetch_factor = pg[1]  # type: ignore[attr-defined]
                     for q in warmup:
-                        store.search(q, k, category=category)
+                        store.search(q, k, where=one_of("category", category))
                     latencies, recalls = [], []
                     for qi, q in enumerate(queries):
                         t0 = time.perf_counter()
-                        hits = store.search(q, k, category=category)
+                        hits = store.search(q, k, where=one_of("category", category))
                         latencies.append((time.perf_counter() - t0) * 1e3)
                         assert category is None or all(h.category == category for h in hits)
                         exact = set(truth["rare" if category else "all"][qi, :k].tolist())

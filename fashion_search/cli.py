@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -12,15 +11,26 @@ from typing import Any, Optional, Sequence
 
 from fashion_search.catalog import CatalogItem, CsvColumns, load_catalog
 from fashion_search.duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
-from fashion_search.engine import SearchEngine, describe_index
 from fashion_search.errors import EmptyIndexError, FashionSearchError, ImageError, UsageError
 from fashion_search.images import load_image
-from fashion_search.pipeline import CROP_MODES, DEFAULT_CROP, Component, model_files
+from fashion_search.index_record import DEFAULT_CROP
+from fashion_search.indexing import IndexRunner, LocalRunner
+from fashion_search.pipeline import CROP_MODES, Component, model_files
 from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, Registry
+from fashion_search.search import Searcher, describe_index, measured_with
+from fashion_search.settings import ENV_PREFIX, Settings, read_api_key, settings_table
 from fashion_search.store import missing_local_store, open_store
+from fashion_search.writer import CatalogWriter
 
 log = logging.getLogger("fashion_search")
-ENV_PREFIX = "FASHION_SEARCH_"
+
+
+def _db(args: argparse.Namespace) -> str:
+    """The index a command works on: ``--db``, else ``FASHION_SEARCH_DB``."""
+    db = args.db or Settings.load().db
+    if not db:
+        raise UsageError(f"{args.command} needs --db (or {ENV_PREFIX}DB)")
+    return db
 
 
 def _add_catalog_args(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -110,22 +120,29 @@ def _catalog(args: argparse.Namespace):
     )
 
 
-def cmd_index(args: argparse.Namespace) -> int:
-    ray = None
+def _runner(args: argparse.Namespace) -> IndexRunner:
+    """Who analyses an index run's images: this process, or Ray workers (--ray)."""
     if args.ray is not None:
-        from fashion_search.indexing_ray import RaySettings
+        # Loaded only for --ray: the rest of the command line never imports Ray's side.
+        from fashion_search.indexing_ray import RayRunner, RaySettings
 
-        ray = RaySettings(address=args.ray, workers=args.workers)
-    elif args.workers is not None:
+        return RayRunner(RaySettings(address=args.ray, workers=args.workers))
+    if args.workers is not None:
         raise UsageError("--workers sets the number of Ray workers: use it with --ray")
+    return LocalRunner()
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    runner = _runner(args)
+    db = _db(args)
     items = _catalog(args)
     embedder, detector = _components(args)
-    engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop, rebuild=args.rebuild)
+    writer = CatalogWriter.create(db, embedder, detector, crop=args.crop, rebuild=args.rebuild, runner=runner)
     action = "re-embedding every one of" if args.rebuild else "indexing"
-    print(f"{action} {len(items)} catalog images into {args.db}", file=sys.stderr)
+    print(f"{action} {len(items)} catalog images into {db}", file=sys.stderr)
     try:
-        report = engine.index(
-            items, batch_size=args.batch_size, prune=not args.keep_missing, all_garments=args.all_garments, ray=ray
+        report = writer.index(
+            items, batch_size=args.batch_size, prune=not args.keep_missing, all_garments=args.all_garments
         )
     except KeyboardInterrupt:
         print("\ninterrupted: finished batches are saved; run the same command again to finish", file=sys.stderr)
@@ -136,7 +153,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(
             f"done in {report.seconds:.1f} s: {report.indexed} indexed ({report.images_per_second:.1f} img/s, "
             f"{report.garments} garments), {report.unchanged} unchanged, {report.removed} removed, "
-            f"{len(report.failed)} failed; index holds {engine.store.count()} garments"
+            f"{len(report.failed)} failed; index holds {writer.store.count()} garments"
         )
         for path, reason in report.failed:
             print(f"  failed: {path}: {reason}")
@@ -153,12 +170,12 @@ def _print_result(result: dict) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     embedder, detector = _components(args)
-    engine = SearchEngine.open(args.db, embedder, detector)
-    where = engine.parse_filter(args.filter)  # a bad filter fails before any photo is read
+    searcher = Searcher.open(_db(args), embedder, detector)
+    where = searcher.parse_filter(args.filter)  # a bad filter fails before any photo is read
     failures = 0
     for image in args.images:
         try:
-            result = engine.search(
+            result = searcher.search(
                 image, k=args.k, category=args.category, same_class=not args.any_class, where=where
             ).to_dict()
         except ImageError as exc:
@@ -183,30 +200,15 @@ def _cutoffs(text: str, flag: str) -> list[int]:
     return values
 
 
-def _indexed_engine(args: argparse.Namespace, items: Sequence[CatalogItem]) -> SearchEngine:
+def _indexed_searcher(args: argparse.Namespace, items: Sequence[CatalogItem]) -> Searcher:
     """The index at ``--db``, with ``items`` indexed into it first (new or changed images only;
     nothing is pruned, so an index of a larger catalog keeps its other images)."""
     embedder, detector = _components(args)
-    engine = SearchEngine.create(args.db, embedder, detector, crop=args.crop)
-    report = engine.index(items, batch_size=args.batch_size, prune=False)
+    writer = CatalogWriter.create(_db(args), embedder, detector, crop=args.crop)
+    report = writer.index(items, batch_size=args.batch_size, prune=False)
     if report.indexed:
         print(f"indexed {report.indexed} images first ({report.images_per_second:.1f} img/s)", file=sys.stderr)
-    return engine
-
-
-def _measured(engine: SearchEngine, same_class: bool) -> dict[str, Any]:
-    """What an evaluation's JSON says about how it was measured: the date and the models."""
-    manifest = engine.pipeline.manifest()
-    models = {
-        role: {"name": manifest[role]["name"], "files": dict(model_files(manifest[role]["identity"]))}
-        for role in ("embedder", "detector")
-    }
-    return {
-        "measured": datetime.date.today().isoformat(),
-        "models": models,
-        "crop": manifest["crop"],
-        "same_class": same_class,
-    }
+    return Searcher(writer.store, writer.pipeline)
 
 
 def _write_per_query(report: Any, path: Optional[str]) -> None:
@@ -224,13 +226,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     labels = [c.strip() for c in args.labels.split(",") if c.strip()]
     recall_at = _cutoffs(args.recall_at, "--recall-at")
     precision_at = _cutoffs(args.precision_at, "--precision-at")
-    engine = _indexed_engine(args, items)
+    searcher = _indexed_searcher(args, items)
     result = evaluate_index(
-        items, engine, recall_at=recall_at, labels=labels, precision_at=precision_at, same_class=not args.any_class
+        items, searcher, recall_at=recall_at, labels=labels, precision_at=precision_at, same_class=not args.any_class
     )
     _write_per_query(result, args.per_query)
     if args.json:
-        print(json.dumps({**_measured(engine, not args.any_class), **result.to_dict()}))
+        print(json.dumps({**measured_with(searcher.pipeline, not args.any_class), **result.to_dict()}))
     else:
         print(result.table())
     return 0
@@ -242,14 +244,18 @@ def cmd_eval_pairs(args: argparse.Namespace) -> int:
     pairs = read_query_pairs(args.pairs)
     recall_at = _cutoffs(args.recall_at, "--recall-at")
     if args.catalog or args.csv or args.metadata:
-        engine = _indexed_engine(args, _catalog(args))
+        searcher = _indexed_searcher(args, _catalog(args))
     else:
         embedder, detector = _components(args)
-        engine = SearchEngine.open(args.db, embedder, detector, crop=args.crop)
-    result = evaluate_pairs(pairs, engine, recall_at=recall_at, same_class=not args.any_class, threads=args.threads)
+        searcher = Searcher.open(_db(args), embedder, detector, crop=args.crop)
+    result = evaluate_pairs(pairs, searcher, recall_at=recall_at, same_class=not args.any_class, threads=args.threads)
     _write_per_query(result, args.per_query)
     if args.json:
-        print(json.dumps({**_measured(engine, not args.any_class), "pairs": args.pairs, **result.to_dict()}))
+        print(
+            json.dumps(
+                {**measured_with(searcher.pipeline, not args.any_class), "pairs": args.pairs, **result.to_dict()}
+            )
+        )
     else:
         print(result.table())
     return 0
@@ -308,7 +314,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = describe_index(args.db)
+    db = _db(args)
+    info = describe_index(db)
     if args.json:
         print(json.dumps(info, ensure_ascii=False))
     elif not args.check:
@@ -339,7 +346,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.check and not info["models_match"]:
         if not args.json:
             print(
-                f"{args.db}: built with other models than the installed ones:\n  " + "\n  ".join(info["differences"]),
+                f"{db}: built with other models than the installed ones:\n  " + "\n  ".join(info["differences"]),
                 file=sys.stderr,
             )
         return 1
@@ -349,9 +356,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_duplicates(args: argparse.Namespace) -> int:
     from fashion_search.duplicates import find_duplicates
 
-    if missing_local_store(args.db):
-        raise EmptyIndexError(f"no index at {args.db}: run `fashion-search index CATALOG --db {args.db}` first")
-    store = open_store(str(args.db))
+    db = _db(args)
+    if missing_local_store(db):
+        raise EmptyIndexError(f"no index at {db}: run `fashion-search index CATALOG --db {db}` first")
+    store = open_store(str(db))
     if not 0.0 < args.threshold <= 1.0:
         raise UsageError(f"--threshold is a cosine similarity in (0, 1], not {args.threshold}")
 
@@ -385,38 +393,32 @@ def cmd_demo_catalog(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # the web layer's dependencies load only for this command
 
-    from fashion_search.web import Settings, create_app
-    from fashion_search.web.app import read_api_key
+    from fashion_search.web import create_app
 
-    environ = os.environ
-    db = args.db or environ.get(ENV_PREFIX + "DB")
-    if not db:
+    megabytes = lambda value: None if value is None else int(value * 2**20)  # noqa: E731
+    settings = Settings.load(
+        db=args.db,
+        host=args.host,
+        port=args.port,
+        max_upload_bytes=megabytes(args.max_upload_mb),
+        max_write_bytes=megabytes(args.max_write_mb),
+        threads=args.threads or None,
+        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
+        protect_reads=True if args.protect_reads else None,
+        uploads=args.uploads,
+    )
+    if not settings.db:
         raise UsageError(f"serve needs --db (or {ENV_PREFIX}DB)")
-    host = args.host or environ.get(ENV_PREFIX + "HOST") or "127.0.0.1"
-    port_text = str(args.port) if args.port is not None else environ.get(ENV_PREFIX + "PORT") or "8000"
-    if not port_text.isdigit():
-        raise UsageError(f"the port must be a number, not {port_text!r}")
-    settings = Settings.from_env(environ)
-    if args.max_upload_mb is not None:
-        settings.max_upload_bytes = int(args.max_upload_mb * 2**20)
-    if args.threads:
-        settings.search_threads = args.threads
-    if args.api_key_file:
-        settings.api_key = read_api_key(args.api_key_file)
-    if args.protect_reads:
-        settings.protect_reads = True
-    if args.uploads:
-        settings.uploads = args.uploads
-    if args.max_write_mb is not None:
-        settings.max_write_bytes = int(args.max_write_mb * 2**20)
-    if settings.protect_reads and not settings.api_key:
-        raise UsageError("--protect-reads needs an API key: --api-key-file FILE (or FASHION_SEARCH_API_KEY_FILE)")
-    app = create_app(db, settings)  # models load here, before the first request
-    print(f"serving {db} at http://{host}:{port_text}/  (API docs: /docs; Ctrl-C stops)", file=sys.stderr, flush=True)
+    app = create_app(settings.db, settings)  # models load here, before the first request
+    print(
+        f"serving {settings.db} at http://{settings.host}:{settings.port}/  (API docs: /docs; Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(
         app,
-        host=host,
-        port=int(port_text),
+        host=settings.host,
+        port=settings.port,
         log_level="debug" if args.verbose else "info",
         access_log=not args.no_access_log,
     )
@@ -430,6 +432,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.train_args)
 
 
+DB_HELP = f"the index: a folder, or postgresql://... (default: ${ENV_PREFIX}DB)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-search", description="Visual search for fashion catalogs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
@@ -439,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_catalog_args(p)
     p.add_argument(
         "--db",
-        required=True,
-        help="index location: a folder (or lancedb://path), or postgresql://user@host:5432/db?table=garments",
+        help="index location: a folder (or lancedb://path), or postgresql://user@host:5432/db?table=garments "
+        f"(default: ${ENV_PREFIX}DB)",
     )
     _add_model_args(p)
     _add_crop_arg(p)
@@ -476,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="find products like the garments in photos")
     p.add_argument("images", nargs="+", help="query photo(s)")
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("-k", type=int, default=12, help="results per garment (default 12)")
     p.add_argument("--category", help="only products of this catalog category")
     p.add_argument(
@@ -497,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure retrieval quality on a labelled catalog")
     _add_catalog_args(p, positional=False)
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", help=DB_HELP)
     _add_model_args(p)
     _add_crop_arg(p)
     p.add_argument(
@@ -528,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recorded. With a catalog (--catalog or --csv), it is indexed into --db first.",
     )
     _add_catalog_args(p, positional=False)
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument(
         "--pairs", required=True, help="CSV with columns photo (relative to the CSV's folder) and product_id"
     )
@@ -558,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("info", help="what an index holds and which models (by sha256) built it")
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--json", action="store_true", help="print it as one JSON object")
     p.add_argument(
         "--check",
@@ -576,12 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="serve the search page and the JSON API over an index",
-        description="Every option can also come from the environment: FASHION_SEARCH_DB, _HOST, "
-        "_PORT, _MAX_UPLOAD_MB, _THREADS, _MAX_PIXELS, _THUMBNAIL_CACHE, "
-        "_IMAGE_MAX_AGE_S, _CATEGORIES_TTL_S, _API_KEY_FILE (or _API_KEY), _PROTECT_READS, _UPLOADS, "
-        "_MAX_WRITE_MB, _BODY_TIMEOUT_S; a command-line option wins.",
+        description="Every setting can also come from the environment (a command-line option wins); "
+        "docs/settings.md lists them.",
+        epilog="settings:\n" + settings_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--db", help="the index (default: $FASHION_SEARCH_DB)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("--max-upload-mb", type=float, help="largest photo accepted (default 10)")
@@ -603,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Groups of catalog images that are copies of one another (the same photo, resized or "
         "re-encoded) under different product ids, found through the index (one lookup per image).",
     )
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument(
         "--threshold",
         type=float,

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from fashion_search.store import VectorStore
+from fashion_search.store.filters import excluding
 
 # Cosine similarity of main-garment vectors above which two images count as copies: the lowest
 # measured that joined no different products, with the shipped models on copies of Kaggle
@@ -127,7 +128,7 @@ def find_duplicates(
 
     def neighbours(image_id: str) -> list[tuple[str, float]]:
         _, _, vector = main[image_id]
-        hits = store.search(vector, NEIGHBOURS, exclude_product=shown[image_id].product_id)
+        hits = store.search(vector, NEIGHBOURS, where=excluding("product_id", shown[image_id].product_id))
         return [(h.image_id, h.score) for h in hits if h.score >= threshold and h.row_id in main_rows]
 
     def alike(a: str, b: str) -> float:

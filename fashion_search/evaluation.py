@@ -1,8 +1,8 @@
-"""Retrieval quality on a labelled catalog, measured through the engine's own search code.
+"""Retrieval quality on a labelled catalog, measured through the read side's own search code.
 
 Every catalog image of the index is a query: its query garment is the one
 :func:`~fashion_search.category_classes.main_garment` says is its product, and the garment's
-stored vector is ranked by :meth:`SearchEngine.lookup`, the ranking that search itself returns
+stored vector is ranked by :meth:`Searcher.lookup`, the ranking that search itself returns
 (class-aware filters unless ``same_class=False``, each product by its best-matching garment),
 with only the query image itself left out. So what ``fashion-search eval`` measures is what
 ``fashion-search search`` returns for that photo.
@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image
 
 from fashion_search.catalog import CatalogItem, _read_csv
 from fashion_search.category_classes import StoredGarment, main_garment
-from fashion_search.engine import ProductResult, SearchEngine
 from fashion_search.errors import CatalogError, ImageError, UsageError
 from fashion_search.garments import Garment, GarmentDetector
-from fashion_search.images import load_image
+from fashion_search.pipeline import PreparedImage
+from fashion_search.search import ProductResult, Searcher
+from fashion_search.store.filters import evaluate
 
 
 @dataclass
@@ -108,16 +108,16 @@ class QueryRanking:
     products: list[ProductResult]
 
 
-def query_garments(items: Sequence[CatalogItem], engine: SearchEngine) -> list[tuple[CatalogItem, dict[str, Any]]]:
+def query_garments(items: Sequence[CatalogItem], searcher: Searcher) -> list[tuple[CatalogItem, dict[str, Any]]]:
     """Each indexed image of ``items`` with the stored row of its query garment (its
     :func:`main_garment` given the classes its category holds), in ``items``' order; images the
     index does not hold are left out."""
     wanted = {it.image_id for it in items}
     stored: dict[str, list[dict[str, Any]]] = {}
-    for row in engine.store.iter_rows(with_vectors=False):
+    for row in searcher.rows(with_vectors=False):
         if row["image_id"] in wanted:
             stored.setdefault(row["image_id"], []).append(row)
-    classes = engine.category_classes
+    classes = searcher.category_classes
     queries = []
     for item in items:
         rows = sorted(stored.get(item.image_id, []), key=lambda r: r["garment"])
@@ -130,7 +130,7 @@ def query_garments(items: Sequence[CatalogItem], engine: SearchEngine) -> list[t
 
 def rank_queries(
     queries: Sequence[tuple[CatalogItem, dict[str, Any]]],
-    engine: SearchEngine,
+    searcher: Searcher,
     k: int,
     same_class: bool = True,
     threads: int = 2,
@@ -139,7 +139,7 @@ def rank_queries(
     in the queries' order."""
 
     def rank(item: CatalogItem, row: dict[str, Any], vector: np.ndarray) -> QueryRanking:
-        products = engine.lookup(vector, row["label"], k, same_class=same_class, exclude_image=item.image_id)
+        products = searcher.lookup(vector, row["label"], k, same_class=same_class, exclude_image=item.image_id)
         return QueryRanking(item, row["label"], products)
 
     chunk = 512
@@ -147,17 +147,17 @@ def rank_queries(
         for lo in range(0, len(queries), chunk):
             batch = queries[lo : lo + chunk]
             row_ids = [f"{item.image_id}#{row['garment']}" for item, row in batch]
-            vectors = engine.store.get_vectors(row_ids)
+            vectors = searcher.vectors(row_ids)
             yield from pool.map(
                 rank, [item for item, _ in batch], [row for _, row in batch], [vectors[row_id] for row_id in row_ids]
             )
 
 
 def catalog_queries(
-    items: Sequence[CatalogItem], engine: SearchEngine, k: int, same_class: bool = True
+    items: Sequence[CatalogItem], searcher: Searcher, k: int, same_class: bool = True
 ) -> Iterator[QueryRanking]:
     """Each indexed image of ``items`` searched as evaluation searches it."""
-    return rank_queries(query_garments(items, engine), engine, k, same_class)
+    return rank_queries(query_garments(items, searcher), searcher, k, same_class)
 
 
 def _label_of(item: CatalogItem, column: str) -> str:
@@ -174,16 +174,16 @@ def _precision(chosen: Sequence[str], product_of: dict[str, CatalogItem], column
 
 def evaluate_index(
     items: Sequence[CatalogItem],
-    engine: SearchEngine,
+    searcher: Searcher,
     recall_at: Sequence[int] = (1, 5, 10),
     labels: Sequence[str] = ("category",),
     precision_at: Sequence[int] = (5, 10),
     same_class: bool = True,
 ) -> EvaluationReport:
-    """Same-product recall and attribute precision of ``engine``'s index over ``items``, every
-    ranking taken from :meth:`SearchEngine.lookup` (see the module's description)."""
+    """Same-product recall and attribute precision of ``searcher``'s index over ``items``, every
+    ranking taken from :meth:`Searcher.lookup` (see the module's description)."""
     items = sorted(items, key=lambda it: (it.product_id, str(it.path)))
-    queries = query_garments(items, engine)
+    queries = query_garments(items, searcher)
     # Views the index holds: a product's other view that failed to index cannot be found.
     views: dict[str, int] = {}
     product_of: dict[str, CatalogItem] = {}
@@ -199,7 +199,7 @@ def evaluate_index(
     recall_per_query: dict[str, dict[int, int]] = {}
     precision_per_query: dict[str, dict[str, dict[int, float]]] = {column: {} for column in labels}
     # One more than the largest K: the query's own product may take a place among the others.
-    for ranking in rank_queries(queries, engine, max_k + 1, same_class):
+    for ranking in rank_queries(queries, searcher, max_k + 1, same_class):
         item = ranking.item
         top = [p.product_id for p in ranking.products]
         if views[item.product_id] >= 2:
@@ -371,15 +371,15 @@ class ProductGarment(NamedTuple):
     label: str
 
 
-def product_garments(engine: SearchEngine, product_ids: Iterable[str]) -> dict[str, set[ProductGarment]]:
+def product_garments(searcher: Searcher, product_ids: Iterable[str]) -> dict[str, set[ProductGarment]]:
     """The main garment (:func:`main_garment`, given its category's classes) of each stored image
     of each of ``product_ids`` the index holds; products it lacks are left out."""
     wanted = set(product_ids)
     images: dict[str, list[dict[str, Any]]] = {}
-    for row in engine.store.iter_rows(with_vectors=False):
+    for row in searcher.rows(with_vectors=False):
         if row["product_id"] in wanted:
             images.setdefault(row["image_id"], []).append(row)
-    classes = engine.category_classes
+    classes = searcher.category_classes
     found: dict[str, set[ProductGarment]] = {}
     for rows in images.values():
         rows.sort(key=lambda r: r["garment"])
@@ -389,25 +389,23 @@ def product_garments(engine: SearchEngine, product_ids: Iterable[str]) -> dict[s
     return found
 
 
-def reaches(engine: SearchEngine, label: str, target: ProductGarment) -> bool:
+def reaches(searcher: Searcher, label: str, target: ProductGarment) -> bool:
     """Whether class-aware search of a garment of class ``label`` can return ``target``: the same
     class, or a class whose store filters (:meth:`CategoryClasses.search_filter`: the categories
     holding it, and there its lookalike classes) let the target's stored garment through."""
     if label == target.label:
         return True
-    where, labels = engine.class_filter(label, None, same_class=True)
-    if labels is not None and target.label not in labels:
-        return False
-    return where is None or (target.category == where if isinstance(where, str) else target.category in where)
+    where = searcher.class_filter(label, None, same_class=True)
+    return where is None or bool(evaluate(where, {}, {"category": target.category, "label": target.label}))
 
 
-def pair_query_garment(garments: Sequence[Garment], targets: Iterable[ProductGarment], engine: SearchEngine) -> int:
+def pair_query_garment(garments: Sequence[Garment], targets: Iterable[ProductGarment], searcher: Searcher) -> int:
     """Index of the garment a pair's photo is searched with: the largest of those whose class can
     reach the product (:func:`reaches`), else the largest garment, by :func:`main_garment`'s rule.
     Why not every garment: a shopper who photographs an outfit for its top looks at the top's
     results, and counting the trousers' results too would credit a hit to the wrong garment."""
     targets = list(targets)
-    compatible = {g.label for g in garments if any(reaches(engine, g.label, t) for t in targets)}
+    compatible = {g.label for g in garments if any(reaches(searcher, g.label, t) for t in targets)}
     chosen = main_garment(garments, compatible)
     if chosen is None:
         raise ValueError("no garments to choose from")  # pipeline.detect always returns one
@@ -416,13 +414,13 @@ def pair_query_garment(garments: Sequence[Garment], targets: Iterable[ProductGar
 
 def evaluate_pairs(
     pairs: Sequence[QueryPair],
-    engine: SearchEngine,
+    searcher: Searcher,
     recall_at: Sequence[int] = (1, 5, 20),
     same_class: bool = True,
     threads: int = 2,
 ) -> PairsReport:
-    """Worn-to-shop recall: each pair's photo is searched as :meth:`SearchEngine.search` searches
-    it (same decoding, detection, crop and embedding, ranked by :meth:`SearchEngine.lookup`), with
+    """Worn-to-shop recall: each pair's photo is searched as :meth:`Searcher.search` searches
+    it (same decoding, detection, crop and embedding, ranked by :meth:`Searcher.lookup`), with
     the garment :func:`pair_query_garment` picks, and the rank of its product recorded. A pair
     whose product the index lacks, or whose photo cannot be read, is skipped with its reason.
 
@@ -432,19 +430,17 @@ def evaluate_pairs(
     if not recall_at or min(recall_at) < 1:
         raise UsageError(f"recall cut-offs must be positive, not {recall_at}")
     k = max(recall_at)
-    targets = product_garments(engine, {p.product_id for p in pairs})
-    pipeline = engine.pipeline
+    targets = product_garments(searcher, {p.product_id for p in pairs})
+    pipeline = searcher.pipeline
     detector: GarmentDetector = pipeline.detector.for_parallel_use() if threads > 1 else pipeline.detector
 
-    def prepare(pair: QueryPair) -> Union[tuple[str, Image.Image], str]:
-        """The query garment's label and crop, or why the pair is skipped."""
+    def prepare(pair: QueryPair) -> Union[PreparedImage, str]:
+        """The photo with its query garment alone, or why the pair is skipped."""
+        choose = lambda garments: [pair_query_garment(garments, targets[pair.product_id], searcher)]  # noqa: E731
         try:
-            picture = load_image(pair.photo)
+            return pipeline.prepare(pair.photo, detector, choose)
         except ImageError as exc:
             return f"cannot read photo: {exc}"
-        garments = pipeline.detect(picture, detector)
-        garment = garments[pair_query_garment(garments, targets[pair.product_id], engine)]
-        return garment.label, pipeline.crop_garments(picture, [garment])[0]
 
     report = PairsReport(queries=0)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -460,12 +456,15 @@ def evaluate_pairs(
                 if isinstance(prepared, str):
                     report.skipped.append(SkippedPair(str(pair.photo), pair.product_id, prepared))
                 else:
-                    queries.append((pair, *prepared))
-            vectors = pipeline.embed_crops([[crop] for _, _, crop in queries])
+                    queries.append((pair, prepared))
+            vectors = pipeline.embed_prepared([prepared for _, prepared in queries])
             found = pool.map(
-                lambda query, vector: engine.lookup(vector[0], query[1], k, same_class=same_class), queries, vectors
+                lambda query, vector: searcher.lookup(vector[0], query[1].garments[0].label, k, same_class=same_class),
+                queries,
+                vectors,
             )
-            for (pair, label, _), products in zip(queries, found):
+            for (pair, prepared), products in zip(queries, found):
+                label = prepared.garments[0].label
                 ids = [p.product_id for p in products]
                 rank = ids.index(pair.product_id) + 1 if pair.product_id in ids else None
                 report.records.append(PairRecord(str(pair.photo), pair.product_id, label, rank))

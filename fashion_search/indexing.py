@@ -3,6 +3,11 @@
 Each batch of images is written in one atomic store commit, so a run that is interrupted
 (Ctrl-C, kill, power loss) leaves only whole images behind; the next run compares
 fingerprints and does only what is left.
+
+Who analyses the images is an :class:`IndexRunner`: :class:`LocalRunner` in this process, or
+:class:`~fashion_search.indexing_ray.RayRunner` on a Ray cluster. Both plan and store the same
+way (:func:`plan_index`, :func:`analyse_batch`, :func:`store_batch`), so the write side does not
+know which one runs.
 """
 
 from __future__ import annotations
@@ -10,19 +15,18 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional, Sequence, TextIO
 
-from PIL import Image
-
 from fashion_search.catalog import CatalogItem
 from fashion_search.catalog.uploads import UPLOAD_FINGERPRINT
-from fashion_search.category_classes import CatalogGarmentFilter
+from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
 from fashion_search.errors import ImageError
-from fashion_search.garments import Garment, GarmentDetector
-from fashion_search.images import load_image
-from fashion_search.pipeline import GarmentPipeline
+from fashion_search.garments import GarmentDetector
+from fashion_search.index_record import IndexRecord, update_record
+from fashion_search.pipeline import GarmentPipeline, PreparedImage
 from fashion_search.store import VectorRow, VectorStore
 
 log = logging.getLogger(__name__)
@@ -55,17 +59,23 @@ class IndexReport:
         }
 
 
-def check_manifest(store: VectorStore, pipeline: GarmentPipeline) -> None:
-    """Record the pipeline's models in a new index; refuse to add to an index built with others."""
-    manifest = store.read_manifest()
-    if not manifest:
-        store.write_manifest(pipeline.manifest())
-        return
-    pipeline.check(
-        manifest,
-        store.uri,
-        "Index into a new --db, or rebuild this one with these models (`fashion-search index ... --rebuild`).",
-    )
+def record_models(store: VectorStore, pipeline: GarmentPipeline) -> IndexRecord:
+    """Record the pipeline's models in a new index; refuse to add to an index built with others.
+    One atomic update: of two writers starting on a new index, one records and the other checks."""
+
+    def change(record: Optional[IndexRecord]) -> Optional[IndexRecord]:
+        if record is None:
+            return pipeline.record()
+        pipeline.check(
+            record,
+            store.uri,
+            "Index into a new --db, or rebuild this one with these models (`fashion-search index ... --rebuild`).",
+        )
+        return None
+
+    recorded = update_record(store, change)
+    assert recorded is not None
+    return recorded
 
 
 class _Progress:
@@ -104,18 +114,15 @@ class _Progress:
 
 def _load(
     item: CatalogItem, pipeline: GarmentPipeline, detector: GarmentDetector
-) -> tuple[CatalogItem, Optional[list[Image.Image]], list[Garment], str]:
-    """Decode, detect and crop one image. Only the crops are kept, not the full image, so a
-    batch of large photos does not hold gigabytes of pixels."""
+) -> tuple[CatalogItem, Optional[PreparedImage], str]:
+    """One catalog image prepared (decoded, its garments found and cut out), or why not."""
     try:
-        image = load_image(item.path)
-        garments = pipeline.detect(image, detector)
-        return item, pipeline.crop_garments(image, garments), garments, ""
+        return item, pipeline.prepare(item.path, detector), ""
     except ImageError as exc:
-        return item, None, [], str(exc)
+        return item, None, str(exc)
     except Exception as exc:  # one bad file must never abort a catalog run
         log.exception("unexpected error reading %s", item.path)
-        return item, None, [], f"{type(exc).__name__}: {exc}"
+        return item, None, f"{type(exc).__name__}: {exc}"
 
 
 def _batches(seq: Sequence, size: int) -> Iterator[Sequence]:
@@ -141,7 +148,7 @@ def plan_index(
     problems = list(getattr(items, "problems", []))  # what the catalog could not list
     items = list(items)
     report = IndexReport(total=len(items), failed=problems)
-    check_manifest(store, pipeline)
+    record_models(store, pipeline)
 
     stored = store.fingerprints()
     todo: list[tuple[CatalogItem, str]] = []
@@ -195,19 +202,18 @@ def analyse_batch(
     load = lambda pair: _load(pair[0], pipeline, detector)  # noqa: E731
     loaded = list(pool.map(load, batch) if pool is not None else map(load, batch))
     fingerprints = {item.image_id: fp for item, fp in batch}
-    good = [(item, crops, garments) for item, crops, garments, _ in loaded if crops is not None]
-    failed = [(str(item.path), error) for item, crops, _, error in loaded if crops is None]
+    good = [(item, prepared) for item, prepared, _ in loaded if prepared is not None]
+    failed = [(str(item.path), error) for item, prepared, error in loaded if prepared is None]
     if garment_filter is not None:
-        chosen = []
-        for item, crops, garments in good:
-            keep = garment_filter.select(item.category, garments)
-            chosen.append((item, [crops[i] for i in keep], [garments[i] for i in keep]))
-        good = chosen
+        for item, prepared in good:
+            keep = garment_filter.select(item.category, prepared.garments)
+            prepared.garments = [prepared.garments[i] for i in keep]
+            prepared.crops = [prepared.crops[i] for i in keep]
     rows: list[VectorRow] = []
     if good:
-        vectors = pipeline.embed_crops([crops for _, crops, _ in good])
-        for (item, _, garments), vecs in zip(good, vectors):
-            for n, (garment, vector) in enumerate(zip(garments, vecs)):
+        vectors = pipeline.embed_prepared([prepared for _, prepared in good])
+        for (item, prepared), vecs in zip(good, vectors):
+            for n, (garment, vector) in enumerate(zip(prepared.garments, vecs)):
                 rows.append(
                     VectorRow(
                         image_id=item.image_id,
@@ -223,7 +229,7 @@ def analyse_batch(
                         vector=vector,
                     )
                 )
-    return AnalysedBatch(rows, [item.image_id for item, _, _ in good], failed)
+    return AnalysedBatch(rows, [item.image_id for item, _ in good], failed)
 
 
 def store_batch(store: VectorStore, batch: AnalysedBatch, report: IndexReport) -> None:
@@ -274,3 +280,43 @@ def index_catalog(
     finally:
         bar.close()
     return finish_index(store, plan)
+
+
+class IndexRunner(ABC):
+    """Who analyses a run's images: the write side is given one and calls :meth:`run`."""
+
+    @abstractmethod
+    def run(
+        self,
+        items: Iterable[CatalogItem],
+        store: VectorStore,
+        pipeline: GarmentPipeline,
+        garment_classes: Optional[CategoryClasses],
+        batch_size: int = 64,
+        prune: bool = True,
+        progress: Optional[TextIO] = None,
+    ) -> IndexReport:
+        """Bring ``store`` in line with ``items`` (see :func:`index_catalog`); ``garment_classes``
+        seeds the choice of garments stored per photo (:class:`CatalogGarmentFilter`), None
+        stores every garment found."""
+
+
+@dataclass(frozen=True)
+class LocalRunner(IndexRunner):
+    """Images analysed in this process: ``workers`` threads decode and detect while the
+    embedder works on whole batches."""
+
+    workers: int = 2
+
+    def run(
+        self,
+        items: Iterable[CatalogItem],
+        store: VectorStore,
+        pipeline: GarmentPipeline,
+        garment_classes: Optional[CategoryClasses],
+        batch_size: int = 64,
+        prune: bool = True,
+        progress: Optional[TextIO] = None,
+    ) -> IndexReport:
+        garment_filter = None if garment_classes is None else CatalogGarmentFilter(garment_classes)
+        return index_catalog(items, store, pipeline, batch_size, self.workers, progress, prune, garment_filter)

@@ -30,17 +30,18 @@ import numpy as np
 from fashion_search.catalog import CatalogItem
 from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
 from fashion_search.errors import IndexMismatchError, MissingDependencyError, UsageError
+from fashion_search.index_record import IndexRecord
 from fashion_search.indexing import (
     AnalysedBatch,
     IndexReport,
+    IndexRunner,
     _Progress,
     analyse_batch,
     finish_index,
     plan_index,
     store_batch,
 )
-from fashion_search.pipeline import Component, GarmentPipeline
-from fashion_search.runtime import THREADS_ENV
+from fashion_search.pipeline import GarmentPipeline, pipeline_from_record
 from fashion_search.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -113,15 +114,12 @@ def _plan_workers(ray: Any, settings: RaySettings) -> tuple[int, int]:
 class _GarmentWorker:
     """A Ray actor: the pipeline, created once, analyses batches of catalog images."""
 
-    def __init__(self, manifest: dict[str, Any], garment_classes: Optional[dict], threads: int) -> None:
-        os.environ[THREADS_ENV] = str(threads)
-        self.pipeline = GarmentPipeline(
-            embedder=Component.from_dict(manifest["embedder"]),
-            detector=Component.from_dict(manifest["detector"]),
-            crop=manifest["crop"],
-        )
+    def __init__(self, record: dict[str, Any], garment_classes: Optional[dict], threads: int) -> None:
+        models = IndexRecord.from_dict(record, "this Ray run")
+        # Each model keeps to the worker's share of the node's cores.
+        self.pipeline = pipeline_from_record(models, threads=threads)
         # A node with other weights at the same paths would mix two models' vectors: refuse.
-        self.pipeline.check(manifest, "this Ray run", "Install the same models on every node of the cluster.")
+        self.pipeline.check(models, "this Ray run", "Install the same models on every node of the cluster.")
         self.detector = self.pipeline.detector.for_parallel_use() if threads > 1 else self.pipeline.detector
         self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
         # Each worker counts its own votes, seeded by what the index learned before (the
@@ -191,7 +189,7 @@ def index_catalog_on_ray(
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=threads,
             fn_constructor_kwargs={
-                "manifest": pipeline.manifest(),
+                "record": pipeline.record().to_dict(),
                 "garment_classes": None if all_garments else (garment_classes or CategoryClasses()).to_dict(),
                 "threads": threads,
             },
@@ -210,6 +208,35 @@ def index_catalog_on_ray(
         if started_ray:
             ray.shutdown()
     return finish_index(store, plan)
+
+
+@dataclass(frozen=True)
+class RayRunner(IndexRunner):
+    """Images analysed by workers of a Ray cluster (see the module's description)."""
+
+    settings: RaySettings = RaySettings()
+
+    def run(
+        self,
+        items: Iterable[CatalogItem],
+        store: VectorStore,
+        pipeline: GarmentPipeline,
+        garment_classes: Optional[CategoryClasses],
+        batch_size: int = 64,
+        prune: bool = True,
+        progress: Optional[TextIO] = None,
+    ) -> IndexReport:
+        return index_catalog_on_ray(
+            items,
+            store,
+            pipeline,
+            self.settings,
+            batch_size=batch_size,
+            progress=progress,
+            prune=prune,
+            garment_classes=garment_classes,
+            all_garments=garment_classes is None,
+        )
 
 
 def _cause(exc: BaseException) -> str:

@@ -1,7 +1,9 @@
-"""The analysis shared by indexing and search: find the garments in an image, embed each.
+"""The analysis shared by indexing, search and evaluation: decode an image, find its garments,
+cut each out and embed it.
 
 Indexing and search must treat images identically, or catalog and query vectors stop being
-comparable; keeping the steps in one place guarantees it. The same goes for the models
+comparable; composing the steps here, once (:meth:`GarmentPipeline.prepare` and
+:meth:`GarmentPipeline.embed_prepared`), guarantees it. The same goes for the models
 themselves: an index records each model's identity (name, options, and what the model says
 makes its output: weights by sha256, classes, input size, preprocessing), and an index whose
 identities differ from the models at hand is refused rather than mixed or searched.
@@ -9,20 +11,19 @@ identities differ from the models at hand is refused rather than mixed or search
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from fashion_search.embed import Embedder, create_embedder
+from fashion_search.embed import Embedder
 from fashion_search.errors import IndexMismatchError, UsageError
-from fashion_search.garments import Garment, GarmentDetector, create_detector
-from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER
-
-# Version of what the manifest holds. 2: each model's identity is recorded (earlier indexes
-# did not record which weights made their vectors).
-MANIFEST_FORMAT = 2
+from fashion_search.garments import Garment, GarmentDetector
+from fashion_search.images import MAX_PIXELS, ImageSource, load_image
+from fashion_search.index_record import DEFAULT_CROP, RECORD_FORMAT, IndexRecord, ModelRecord
+from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, Registry
 
 
 @dataclass(frozen=True)
@@ -39,79 +40,109 @@ class Component:
     def from_dict(cls, data: dict[str, Any]) -> "Component":
         return cls(name=data["name"], options=dict(data.get("options") or {}))
 
+    @classmethod
+    def of(cls, model: ModelRecord) -> "Component":
+        """The component an index recorded as ``model``."""
+        return cls(model.name, dict(model.options))
+
 
 # How a garment is cut out for embedding: its box as photographed, or its box with everything
 # outside its mask (backdrop, skin, other garments) painted white like a product-shot backdrop.
 # Box measured better with the shipped parser (docs/experiments/2026-11-27-masked-crops.md): its
 # masks are not yet tight enough, and cutting along a ragged mask loses the garment's own edges.
 CROP_MODES = ("box", "masked")
-DEFAULT_CROP = "box"
 WHITE = (255, 255, 255)
+
+# Chooses which of a photo's garments go on (indices, in order): indexing keeps those of the
+# classes a category holds, worn-to-shop evaluation the one that can match the product.
+GarmentChoice = Callable[[list[Garment]], list[int]]
+
+
+@dataclass
+class PreparedImage:
+    """One image decoded, its garments found (and chosen) and cut out: what embedding needs.
+    The full image is not kept, so a batch of large photos does not hold their pixels."""
+
+    size: tuple[int, int]
+    garments: list[Garment]
+    crops: list[Image.Image]
+
+
+def _create(registry: Registry, spec: "Component", threads: Optional[int]) -> Any:
+    """The model ``spec`` names; with ``threads`` for models that take it (onnxruntime's
+    intra-op threads) unless the spec sets them itself."""
+    options = dict(spec.options)
+    if threads is not None and "threads" not in options and "threads" in registry.option_types(spec.name):
+        options["threads"] = threads
+    return registry.create(spec.name, **options)
 
 
 class GarmentPipeline:
-    """Detector + embedder, created once per process and reused for every image."""
+    """Detector + embedder, created once per process and reused for every image.
+
+    ``threads``: onnxruntime threads per model (default: every core this process may use; a Ray
+    worker gives its share of a node)."""
 
     def __init__(
         self,
         embedder: Optional[Component] = None,
         detector: Optional[Component] = None,
         crop: str = DEFAULT_CROP,
+        threads: Optional[int] = None,
     ) -> None:
         if crop not in CROP_MODES:
             raise UsageError(f"unknown crop mode {crop!r}; choose one of {', '.join(CROP_MODES)}")
         self.embedder_spec = embedder or Component(DEFAULT_EMBEDDER)
         self.detector_spec = detector or Component(DEFAULT_DETECTOR)
         self.crop = crop
-        self.embedder: Embedder = create_embedder(self.embedder_spec.name, **self.embedder_spec.options)
-        self.detector: GarmentDetector = create_detector(self.detector_spec.name, **self.detector_spec.options)
+        self.threads = threads
+        self.embedder: Embedder = _create(EMBEDDERS, self.embedder_spec, threads)
+        self.detector: GarmentDetector = _create(DETECTORS, self.detector_spec, threads)
 
     @property
     def dim(self) -> int:
         return self.embedder.dim
 
-    def manifest(self) -> dict[str, Any]:
+    def record(self) -> IndexRecord:
         """What an index built by this pipeline records about its models. Options that only say
         where weights live are recorded too, so that search can rebuild the same models from the
         index alone; the identities say whether they are still the same models."""
-        return {
-            "format": MANIFEST_FORMAT,
-            "embedder": {**self.embedder_spec.to_dict(), "identity": self.embedder.identity()},
-            "detector": {**self.detector_spec.to_dict(), "identity": self.detector.identity()},
-            "dim": self.dim,
-            "crop": self.crop,
-        }
+        return IndexRecord(
+            embedder=ModelRecord(self.embedder_spec.name, dict(self.embedder_spec.options), self.embedder.identity()),
+            detector=ModelRecord(self.detector_spec.name, dict(self.detector_spec.options), self.detector.identity()),
+            dim=self.dim,
+            crop=self.crop,
+        )
 
-    def differences(self, manifest: dict[str, Any]) -> list[str]:
+    def differences(self, record: IndexRecord) -> list[str]:
         """How an index's recorded models differ from this pipeline's, one line each (empty when
         its vectors and this pipeline's are comparable)."""
-        if manifest.get("format", 1) < MANIFEST_FORMAT:
+        if record.format < RECORD_FORMAT:
             return [
                 "it was built by an earlier fashion-search that did not record which model weights made its vectors"
             ]
-        wanted = self.manifest()
+        wanted = self.record()
         lines = []
         for role in ("embedder", "detector"):
-            had, has = manifest.get(role) or {}, wanted[role]
-            if had.get("name") != has["name"]:
-                lines.append(f"{role} {had.get('name')!r} in the index, {has['name']!r} here")
+            had, has = getattr(record, role), getattr(wanted, role)
+            if had.name != has.name:
+                lines.append(f"{role} {had.name!r} in the index, {has.name!r} here")
                 continue
-            before, now = _flat(had.get("identity", {})), _flat(has["identity"])
+            before, now = _flat(had.identity), _flat(has.identity)
             for key in sorted(set(before) | set(now)):
                 if before.get(key) != now.get(key):
                     lines.append(
-                        f"{role} {has['name']}: {key} {_short(before.get(key))} in the index, "
-                        f"{_short(now.get(key))} here"
+                        f"{role} {has.name}: {key} {_short(before.get(key))} in the index, {_short(now.get(key))} here"
                     )
         for key in ("dim", "crop"):
-            if manifest.get(key) != wanted[key]:
-                lines.append(f"{key} {manifest.get(key)!r} in the index, {wanted[key]!r} here")
+            if getattr(record, key) != getattr(wanted, key):
+                lines.append(f"{key} {getattr(record, key)!r} in the index, {getattr(wanted, key)!r} here")
         return lines
 
-    def check(self, manifest: dict[str, Any], where: str, remedy: str) -> None:
+    def check(self, record: IndexRecord, where: str, remedy: str) -> None:
         """Raise :class:`IndexMismatchError` when the index at ``where`` was built with other
         models than this pipeline's, naming each difference and ``remedy``."""
-        lines = self.differences(manifest)
+        lines = self.differences(record)
         if lines:
             raise IndexMismatchError(
                 f"the index at {where} was built with other models than these; its vectors "
@@ -128,6 +159,41 @@ class GarmentPipeline:
         """What the embedder sees of each garment."""
         background = WHITE if self.crop == "masked" else None
         return [g.crop(image, background) for g in garments]
+
+    def prepare(
+        self,
+        source: ImageSource,
+        detector: Optional[GarmentDetector] = None,
+        choose: Optional[GarmentChoice] = None,
+        timings: Optional[dict[str, float]] = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> PreparedImage:
+        """Decode ``source``, find its garments (those ``choose`` picks, when given) and cut each
+        out: the one way search, indexing and evaluation turn an image into crops. Stage times
+        in ms go into ``timings`` (``decode``, ``detect``). Raises :class:`ImageError` for a file
+        that is not a readable image."""
+        started = time.perf_counter()
+        picture = load_image(source, max_pixels=max_pixels)
+        decoded = time.perf_counter()
+        garments = self.detect(picture, detector)
+        if choose is not None:
+            garments = [garments[i] for i in choose(garments)]
+        crops = self.crop_garments(picture, garments)
+        if timings is not None:
+            timings["decode"] = (decoded - started) * 1e3
+            timings["detect"] = (time.perf_counter() - decoded) * 1e3
+        return PreparedImage(picture.size, garments, crops)
+
+    def embed_prepared(
+        self, prepared: Sequence[PreparedImage], timings: Optional[dict[str, float]] = None
+    ) -> list[np.ndarray]:
+        """Vectors for the crops of each prepared image, embedded in one batch across images
+        (time in ms into ``timings["embed"]``)."""
+        started = time.perf_counter()
+        vectors = self.embed_crops([p.crops for p in prepared])
+        if timings is not None:
+            timings["embed"] = (time.perf_counter() - started) * 1e3
+        return vectors
 
     def embed_crops(self, crops: Sequence[Sequence[Image.Image]]) -> list[np.ndarray]:
         """Vectors for each image's garment crops, embedded in one batch across images."""
@@ -176,15 +242,17 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def pipeline_from_manifest(
-    manifest: dict[str, Any],
+def pipeline_from_record(
+    record: IndexRecord,
     embedder: Optional[Component] = None,
     detector: Optional[Component] = None,
     crop: Optional[str] = None,
+    threads: Optional[int] = None,
 ) -> GarmentPipeline:
     """The models an index was built with (by name and options, as recorded), or the ones given."""
     return GarmentPipeline(
-        embedder=embedder or Component.from_dict(manifest["embedder"]),
-        detector=detector or Component.from_dict(manifest["detector"]),
-        crop=crop or manifest.get("crop", DEFAULT_CROP),
+        embedder=embedder or Component.of(record.embedder),
+        detector=detector or Component.of(record.detector),
+        crop=crop or record.crop,
+        threads=threads,
     )

@@ -1,12 +1,13 @@
-"""Loading the ONNX models the project serves: one onnxruntime factory with one set of settings,
-one reader of the metadata a model file carries, one content hash that names a model file."""
+"""Loading the ONNX models the project serves: one base class (:class:`OnnxModel`) that finds a
+model file, opens it with one set of onnxruntime settings, reads the metadata it carries and
+names it by content hash; each served model (parser, embedder, head) is a small subclass."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 from fashion_search.errors import ModelError, ModelNotFoundError
 
@@ -17,19 +18,12 @@ if TYPE_CHECKING:  # onnxruntime loads with the first model, not with this modul
 METADATA_PREFIX = "fashion_search."
 
 
-THREADS_ENV = "FASHION_SEARCH_THREADS"
-
-
 def default_threads() -> int:
-    """CPU cores this process may use: more intra-op threads than that only adds contention.
-    ``$FASHION_SEARCH_THREADS`` caps it (set for each Ray worker to its share of a node)."""
-    capped = os.environ.get(THREADS_ENV, "").strip()
-    if capped.isdigit() and int(capped) > 0:
-        return int(capped)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """onnxruntime threads per model when none are given: every core this process may use
+    (more only adds contention), at most ``FASHION_SEARCH_THREADS`` (:mod:`fashion_search.settings`)."""
+    from fashion_search.settings import environment_settings
+
+    return environment_settings().model_threads
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -111,8 +105,52 @@ def check_names(found: Sequence[str], expected: Sequence[str], what: str, path: 
         )
 
 
+class OnnxModel:
+    """A served ONNX model: its file, its onnxruntime session, the ``fashion_search.*`` metadata
+    the file carries and its sha256. Subclasses say what the file is (``kind``, for messages) and
+    where the shipped one lives (``default_path``); they read their own settings from
+    :attr:`metadata` and add them to :meth:`file_identity` in their ``identity()``.
+
+    A file that does not exist or that onnxruntime cannot load is refused here, with
+    ``regenerate_hint`` when the subclass gives one."""
+
+    kind: ClassVar[str] = "model"
+    default_path: ClassVar[Optional[Path]] = None
+    regenerate_hint: ClassVar[str] = ""
+
+    def __init__(self, model_path: Optional[str | os.PathLike] = None, threads: Optional[int] = None) -> None:
+        chosen = model_path if model_path is not None else self.default_path
+        if chosen is None:
+            raise ModelNotFoundError(f"no {self.kind} file given")
+        self.model_path = Path(chosen)
+        self.threads = threads
+        if not self.model_path.is_file():
+            hint = f"; {self.regenerate_hint}" if self.regenerate_hint else ""
+            raise ModelNotFoundError(f"{self.kind} not found: {self.model_path}{hint}")
+        self._session = onnx_session(self.model_path, threads)
+        self.metadata = model_metadata(self._session)
+        self.sha256 = sha256_file(self.model_path)
+
+    @property
+    def session(self) -> "onnxruntime.InferenceSession":
+        return self._session
+
+    def metadata_floats(self, key: str, count: int) -> tuple[float, ...]:
+        """``count`` numbers the file records under ``key`` (see :func:`metadata_floats`)."""
+        return metadata_floats(self.metadata, key, self.model_path, count)
+
+    def metadata_names(self, key: str) -> tuple[str, ...]:
+        """Names the file records under ``key`` (see :func:`metadata_names`)."""
+        return metadata_names(self.metadata, key, self.model_path)
+
+    def file_identity(self) -> dict[str, Any]:
+        """The file part of a model's identity: its name and content hash."""
+        return {"model": self.model_path.name, "sha256": self.sha256}
+
+
 __all__ = [
     "METADATA_PREFIX",
+    "OnnxModel",
     "check_names",
     "default_threads",
     "metadata_floats",

@@ -126,7 +126,7 @@ def measure(embedder: str, work: Path, data: Path, detector: str) -> dict[str, A
     viton_catalog, viton_pairs = write_validation_set(work / "viton", data / "viton", sorted(read_ids(VITON_IDS)))
     engine = SearchEngine.create(out / "viton.lance", **chosen)
     indexing = engine.index(load_catalog(csv_path=viton_catalog))
-    report = evaluate_pairs(read_query_pairs(viton_pairs), engine)
+    report = evaluate_pairs(read_query_pairs(viton_pairs), engine.searcher)
     write_per_query(report, out / "viton.jsonl")
     results["worn_to_shop"] = report.to_dict()
     results["index_images_per_second"] = round(indexing.images_per_second, 1)
@@ -134,7 +134,7 @@ def measure(embedder: str, work: Path, data: Path, detector: str) -> dict[str, A
     engine = SearchEngine.create(out / "zalora.lance", **chosen)
     zalora = load_catalog(folder=data / "zalora")
     engine.index(zalora)
-    report = evaluate_index(zalora, engine, recall_at=(1, 5, 10), labels=("category",), precision_at=(5, 10))
+    report = evaluate_index(zalora, engine.searcher, recall_at=(1, 5, 10), labels=("category",), precision_at=(5, 10))
     write_per_query(report, out / "zalora.jsonl")
     results["zalora"] = report.to_dict()
 
@@ -146,7 +146,7 @@ def measure(embedder: str, work: Path, data: Path, detector: str) -> dict[str, A
     labels = ("category", "baseColour", "subCategory")
     # One evaluation over the whole catalog (its results' labels come from the items given): its
     # multi-view products are exactly the styles; precision is kept for the held-out half only.
-    report = evaluate_index(items, engine, recall_at=(1, 10), labels=labels, precision_at=(10,))
+    report = evaluate_index(items, engine.searcher, recall_at=(1, 10), labels=labels, precision_at=(10,))
     held_out = {str(it.path) for it in items if it.metadata["kaggle_id"] in validation}
     precision_rows = [r for r in report.per_query_rows() if "P@" in r["metric"] and r["key"] in held_out]
     recall_rows = [r for r in report.per_query_rows() if r["metric"].startswith("R@")]
@@ -177,8 +177,7 @@ def measure(embedder: str, work: Path, data: Path, detector: str) -> dict[str, A
         "megabytes_per_1000_garments": round(on_disk / 1e6 / garments * 1000, 2),
     }
     results["street_to_shop"] = street_to_shop(engine, data / "ccp", out / "street.jsonl")
-    manifest = engine.pipeline.manifest()
-    results["embedder_identity"] = manifest["embedder"]["identity"]
+    results["embedder_identity"] = engine.pipeline.record().embedder.identity
     return results
 
 

@@ -35,8 +35,12 @@ def tiny_catalog(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that take the ``torch`` fixture need PyTorch: mark them so that ``make test-fast``
-    (``-m 'not torch and not browser'``) leaves them out."""
+    """Tests that take the ``torch`` fixture need PyTorch, and those that take ``shared_data``
+    run the models on real photos: mark them so that ``make test-fast``
+    (``-m 'not slow and not torch and not browser'``) leaves them out."""
     for item in items:
-        if "torch" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "torch" in fixtures:
             item.add_marker(pytest.mark.torch)
+        if "shared_data" in fixtures:
+            item.add_marker(pytest.mark.slow)

@@ -81,6 +81,17 @@ EMBEDDERS.register("test-slow-pixels")(SlowPixelEmbedder)
 DETECTORS.register("test-colour-garments")(ColourGarmentDetector)
 
 
+def eventually(condition: Any, timeout: float = 30.0) -> bool:
+    """Whether ``condition()`` becomes true, asked every few milliseconds. The timeout only
+    ends a test that fails (a condition that never holds); a passing one never reaches it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def load_script(name: str) -> Any:
     """``scripts/<name>.py`` as a module: the research scripts are not part of the package."""
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")

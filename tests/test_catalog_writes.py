@@ -103,7 +103,7 @@ def test_an_index_run_over_the_catalog_folder_keeps_products_written_through_the
 def test_writes_keep_metadata_columns_current(engine, uploads):
     engine.put_product("hat-1", [encoded((10, 10, 10))], "Hats", {"price": "12.5", "brand": "Cap"}, uploads)
     engine.put_product("hat-2", [encoded((12, 10, 10))], "Hats", {"price": 30, "brand": "Lid"}, uploads)
-    columns = SearchEngine.open(engine.store.uri.removeprefix("lancedb://")).metadata_columns.columns
+    columns = SearchEngine.open(engine.store.local_folder()).searcher.metadata_columns.columns
     assert (columns["price"].kind, columns["price"].min, columns["price"].max) == ("number", 12.5, 30.0)
     assert columns["brand"].values == ["Cap", "Lid"]
 

@@ -133,12 +133,12 @@ def outfit_index(tmp_path: Path) -> SearchEngine:
 
 
 def test_indexing_learns_which_classes_each_category_holds(outfit_index):
-    learned = outfit_index.category_classes
+    learned = outfit_index.searcher.category_classes
     assert learned.classes_of("Tops") == {"top"}
     assert learned.classes_of("Skirts") == {"skirt"}
     assert learned.classes_of("Shoes") == {"footwear"}
     reopened = SearchEngine.open(outfit_index.store.uri)
-    assert reopened.category_classes == learned
+    assert reopened.searcher.category_classes == learned
 
 
 def test_a_skirt_only_finds_skirts_from_skirt_categories(outfit_index):
@@ -215,7 +215,7 @@ def test_a_product_parsed_as_another_class_of_its_category_is_still_found(tmp_pa
             ("Skirts", "skirt-1"): _photo({"skirt": (10, 10, 50, 60)}),
         },
     )
-    assert engine.category_classes.classes_of("Tops") == {"top", "knitwear"}
+    assert engine.searcher.category_classes.classes_of("Tops") == {"top", "knitwear"}
     # Another view of the sweater, parsed as a top this time.
     [garment] = engine.search(_photo({"top": (10, 10, 50, 60)}), k=5).garments
     assert garment.garment.label == "top"

@@ -80,12 +80,12 @@ def test_unknown_embedder_is_a_clear_error(tiny_catalog, tmp_path, capsys):
 
 
 def test_a_bug_keeps_its_traceback_while_user_errors_are_one_line(tiny_catalog, tmp_path, capsys, monkeypatch):
-    from fashion_search import engine
+    from fashion_search import writer
 
     def broken(*args, **kwargs):
         raise ValueError("a bug, not the user's doing")
 
-    monkeypatch.setattr(engine.SearchEngine, "create", broken)
+    monkeypatch.setattr(writer.CatalogWriter, "create", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["index", str(tiny_catalog), "--db", str(tmp_path / "db")])
     assert main(["index", str(tiny_catalog), "--db", str(tmp_path / "db"), "--detector-option", "x=1"]) == 2

@@ -86,3 +86,11 @@ def test_each_experiment_record_is_dated_and_says_outcome_question_command_resul
 def test_the_readme_is_a_users_guide_of_about_two_thousand_words():
     words = len((ROOT / "README.md").read_text().split())
     assert words <= 2100, f"README.md has {words} words: experiments belong in docs/experiments/"
+
+
+def test_the_settings_page_lists_every_setting_as_the_settings_class_does():
+    from fashion_search.settings import settings_table
+
+    text = (ROOT / "docs" / "settings.md").read_text()
+    block = re.search(r"<!-- settings -->\n(.*?)\n<!-- /settings -->", text, re.S)
+    assert block is not None and block.group(1) == settings_table(), "regenerate docs/settings.md's table"

@@ -127,6 +127,20 @@ def test_an_index_run_with_nothing_to_do_records_metadata_columns_it_lacks(tiny_
     manifest = engine.store.read_manifest()
     manifest.pop("metadata_columns")  # as an index built before filters existed
     engine.store.write_manifest(manifest)
-    assert SearchEngine.open(db).metadata_columns.columns == {}
+    assert SearchEngine.open(db).searcher.metadata_columns.columns == {}
     assert engine.index(items).indexed == 0
-    assert SearchEngine.open(db).metadata_columns.columns["season"].values == ["Summer", "Winter"]
+    assert SearchEngine.open(db).searcher.metadata_columns.columns["season"].values == ["Summer", "Winter"]
+
+
+def test_results_group_equally_near_views_by_product_then_image_whatever_the_stores_order():
+    from fashion_search.search import best_per_product
+    from fashion_search.store import Hit
+
+    def hit(product, image, score):
+        return Hit(f"{image}#0", image, f"/{image}.jpg", product, "Tops", "top", score, (0, 0, 1, 1))
+
+    # The same photo under products b and a, twice under c, and a nearer product d, shuffled.
+    hits = [hit("c", "c2", 0.9), hit("b", "b1", 0.9), hit("d", "d1", 0.95), hit("c", "c1", 0.9), hit("a", "a1", 0.9)]
+    ranked = best_per_product(hits, 3)
+    assert [(r.product_id, r.image_id) for r in ranked] == [("d", "d1"), ("a", "a1"), ("b", "b1")]
+    assert [(r.product_id, r.image_id) for r in best_per_product(reversed(hits), 5)][-1] == ("c", "c1")

@@ -11,13 +11,16 @@ from fashion_search.category_classes import CategoryClasses, main_garment
 from fashion_search.engine import SearchEngine
 from fashion_search.evaluation import catalog_queries, evaluate_index
 from fashion_search.pipeline import Component, GarmentPipeline
+from fashion_search.search import Searcher
 from fashion_search.store import VectorRow, open_store
 from tests.helpers import COLOUR_CLASSES
 
+PIPELINE = GarmentPipeline(Component("test-pixels"), Component("whole-image"))
 
-def _engine(store):
-    """An engine over a store written by hand; evaluation never runs its models."""
-    return SearchEngine(store, GarmentPipeline(Component("test-pixels"), Component("whole-image")))
+
+def _searcher(store):
+    """The read side of a store written by hand; evaluation never runs its models."""
+    return Searcher(store, PIPELINE)
 
 
 def _store(tmp_path, vectors, items, labels=None):
@@ -42,8 +45,8 @@ def _store(tmp_path, vectors, items, labels=None):
     learned = CategoryClasses.learn(
         {"image_id": r.image_id, "category": r.category, "label": r.label, "box": r.box} for r in rows
     )
-    store.write_manifest({"category_classes": learned.to_dict()})
-    return _engine(store)
+    store.write_manifest(PIPELINE.record().replace(category_classes=learned).to_dict())
+    return _searcher(store)
 
 
 def _item(tmp_path, name, pid, category, colour=""):
@@ -91,9 +94,9 @@ def test_recall_measures_class_aware_search_unless_told_otherwise(tmp_path):
     # a1's nearest is the skirt b1, which class-aware search never shows for a top.
     vectors = np.array([[1, 0, 0], [0.8, 0.6, 0], [0.95, 0.31, 0], [0.95, 0.31, 0.3]], np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    engine = _store(tmp_path, vectors, items, labels=["top", "top", "skirt", "skirt"])
-    assert evaluate_index(items, engine, recall_at=(1,), labels=()).recall[1] == 1.0
-    any_class = evaluate_index(items, engine, recall_at=(1,), labels=(), same_class=False)
+    searcher = _store(tmp_path, vectors, items, labels=["top", "top", "skirt", "skirt"])
+    assert evaluate_index(items, searcher, recall_at=(1,), labels=()).recall[1] == 1.0
+    any_class = evaluate_index(items, searcher, recall_at=(1,), labels=(), same_class=False)
     assert any_class.recall[1] == 0.5  # a1 and a2 both meet the skirt b1 first
 
 
@@ -110,7 +113,7 @@ def test_a_product_is_ranked_by_its_best_matching_garment(tmp_path):
         VectorRow(b1, 0, "b1", "B", "Tops", "top", 1.0, (0, 0, 10, 10), "f", {}, v(1, 0.2)),
     ]
     store.upsert_images(rows)
-    report = evaluate_index(items, _engine(store), recall_at=(1,), labels=())
+    report = evaluate_index(items, _searcher(store), recall_at=(1,), labels=())
     # a1 finds A through a2's second garment; a2 (its main garment) finds b1 nearer than a1.
     assert report.multi_view_queries == 2 and report.recall[1] == 0.5
 
@@ -158,7 +161,7 @@ def test_evaluation_ranks_each_query_as_search_returns_it(tmp_path):
     db = tmp_path / "db.lance"
     engine = SearchEngine.create(db, Component("test-pixels"), Component("test-colour-garments"))
     engine.index(items, all_garments=True)
-    rankings = list(catalog_queries(items, engine, k=5))
+    rankings = list(catalog_queries(items, engine.searcher, k=5))
     assert len(rankings) == len(items) == 16
     assert {r.label for r in rankings} == {"top", "skirt"} and all(len(r.products) == 4 for r in rankings)
 
@@ -167,7 +170,7 @@ def test_evaluation_ranks_each_query_as_search_returns_it(tmp_path):
         copy = tmp_path / f"without-{n}.lance"
         shutil.copytree(db, copy)
         open_store(str(copy)).delete_images([ranking.item.image_id])
-        searcher = SearchEngine.open(copy)
+        searcher = Searcher.open(copy)
         result = searcher.search(ranking.item.path, k=5)
         held = searcher.category_classes.classes_of(ranking.item.category)
         searched = result.garments[main_garment([g.garment for g in result.garments], held)]

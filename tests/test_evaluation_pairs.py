@@ -22,6 +22,7 @@ from fashion_search.evaluation import (
     write_per_query,
 )
 from fashion_search.pipeline import Component, GarmentPipeline
+from fashion_search.search import Searcher
 from fashion_search.store import open_store
 from tests.helpers import COLOUR_CLASSES, load_script
 
@@ -82,7 +83,9 @@ def test_a_photo_copied_from_the_catalog_finds_its_product_first(indexed, tmp_pa
     queries = tmp_path / "queries"
     queries.mkdir()
     shutil.copy(root / "Tops" / "top-1" / "view0.png", queries / "worn.png")
-    report = evaluate_pairs(read_query_pairs(_pairs_csv(queries, [("worn.png", "top-1")])), engine, recall_at=(1, 2))
+    report = evaluate_pairs(
+        read_query_pairs(_pairs_csv(queries, [("worn.png", "top-1")])), engine.searcher, recall_at=(1, 2)
+    )
     assert report.queries == 1 and not report.skipped
     assert report.records[0].rank == 1 and report.records[0].label == "top"
     assert report.recall == {1: 1.0, 2: 1.0} and report.recall_95ci[1] == (1.0, 1.0)
@@ -96,7 +99,7 @@ def test_unreadable_photos_and_unknown_products_are_skipped_without_stopping_the
     shutil.copy(root / "Skirts" / "skirt-2" / "view0.png", queries / "good.png")
     (queries / "corrupt.jpg").write_bytes(b"not a photo")
     rows = [("corrupt.jpg", "top-0"), ("missing.jpg", "top-0"), ("good.png", "nope"), ("good.png", "skirt-2")]
-    report = evaluate_pairs(read_query_pairs(_pairs_csv(queries, rows)), engine, recall_at=(1,))
+    report = evaluate_pairs(read_query_pairs(_pairs_csv(queries, rows)), engine.searcher, recall_at=(1,))
     assert report.queries == 1 and report.records[0].rank == 1
     reasons = {(Path(s.photo).name, s.product_id): s.reason for s in report.skipped}
     assert set(reasons) == {("corrupt.jpg", "top-0"), ("missing.jpg", "top-0"), ("good.png", "nope")}
@@ -112,7 +115,7 @@ def test_the_query_garment_is_the_one_that_can_match_the_product_not_the_largest
     # A large top over a small skirt, the skirt exactly skirt-1's colour.
     _photo({"top": ((5, 5, 75, 70), 30), "skirt": ((20, 75, 60, 95), 12)}).save(queries / "outfit.png")
     rows = [("outfit.png", "skirt-1"), ("outfit.png", "top-2")]
-    report = evaluate_pairs(read_query_pairs(_pairs_csv(queries, rows)), engine, recall_at=(1, 3))
+    report = evaluate_pairs(read_query_pairs(_pairs_csv(queries, rows)), engine.searcher, recall_at=(1, 3))
     skirt, top = report.records
     assert (skirt.label, skirt.rank) == ("skirt", 1)
     assert top.label == "top" and top.rank is not None
@@ -125,12 +128,13 @@ def test_a_lookalike_class_the_products_category_holds_reaches_it(tmp_path):
     learned = CategoryClasses(
         {"Tops": {"top": 0.7, "knitwear": 0.3}, "Skirts": {"skirt": 1.0}}, {"Tops": 10, "Skirts": 5}
     )
-    store.write_manifest({"category_classes": learned.to_dict()})
-    engine = SearchEngine(store, GarmentPipeline(Component("test-pixels"), Component("whole-image")))
+    pipeline = GarmentPipeline(Component("test-pixels"), Component("whole-image"))
+    store.write_manifest(pipeline.record().replace(category_classes=learned).to_dict())
+    searcher = Searcher(store, pipeline)
     top = ProductGarment("Tops", "top")
-    assert reaches(engine, "top", top) and reaches(engine, "knitwear", top)
-    assert not reaches(engine, "skirt", top)
-    assert not reaches(engine, "dress", top)  # a lookalike, but no category holds dresses
+    assert reaches(searcher, "top", top) and reaches(searcher, "knitwear", top)
+    assert not reaches(searcher, "skirt", top)
+    assert not reaches(searcher, "dress", top)  # a lookalike, but no category holds dresses
 
 
 def test_catalog_evaluation_writes_per_query_outcomes_whose_means_are_its_figures(indexed, tmp_path):
@@ -139,7 +143,7 @@ def test_catalog_evaluation_writes_per_query_outcomes_whose_means_are_its_figure
         shutil.copy(root / "Tops" / f"top-{n}" / "view0.png", root / "Tops" / f"top-{n}" / "view1.png")
     items = load_catalog(folder=root)
     engine.index(items)
-    report = evaluate_index(items, engine, recall_at=(1, 5), precision_at=(2,))
+    report = evaluate_index(items, engine.searcher, recall_at=(1, 5), precision_at=(2,))
     assert "per_query" not in report.to_dict() and len(report.to_dict(per_query=True)["per_query"]) == 6 * 2 + 9
     assert write_per_query(report, tmp_path / "runs" / "a.jsonl") == 21
     rows = [json.loads(line) for line in (tmp_path / "runs" / "a.jsonl").read_text().splitlines()]

@@ -7,8 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fashion_search.store import open_store
 from tests.helpers import make_product
+
+pytestmark = pytest.mark.slow  # crash tests: an index run killed mid-way
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = "import sys, tests.helpers; from fashion_search.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -18,7 +18,9 @@ from fashion_search.store import open_store
 
 pytest.importorskip("ray", reason="indexing on Ray needs the distributed extra (pip install '.[distributed]')")
 
-from fashion_search.indexing_ray import RaySettings  # noqa: E402
+from fashion_search.indexing_ray import RayRunner, RaySettings  # noqa: E402
+
+pytestmark = pytest.mark.slow  # Ray workers on real photos
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +46,7 @@ def test_ray_run_stores_the_rows_of_a_one_process_run(zalora_catalog, tmp_path):
     local = SearchEngine.create(tmp_path / "local.lance")
     local_report = local.index(items, all_garments=True)
     on_ray = SearchEngine.create(tmp_path / "ray.lance")
-    ray_report = on_ray.index(items, all_garments=True, ray=RaySettings(workers=2), batch_size=5)
+    ray_report = on_ray.index(items, all_garments=True, runner=RayRunner(RaySettings(workers=2)), batch_size=5)
 
     assert (ray_report.indexed, ray_report.failed) == (local_report.indexed, local_report.failed) == (24, [])
     expected, got = _rows(tmp_path / "local.lance"), _rows(tmp_path / "ray.lance")
@@ -57,9 +59,9 @@ def test_ray_run_stores_the_rows_of_a_one_process_run(zalora_catalog, tmp_path):
         )
         # Other thread counts in onnxruntime round differently in the last bits.
         assert np.allclose(got[key]["vector"], row["vector"], atol=1e-4)
-    assert on_ray.category_classes.to_dict() == local.category_classes.to_dict()
+    assert on_ray.searcher.category_classes.to_dict() == local.searcher.category_classes.to_dict()
 
-    again = on_ray.index(items, all_garments=True, ray=RaySettings(workers=2))
+    again = on_ray.index(items, all_garments=True, runner=RayRunner(RaySettings(workers=2)))
     assert (again.indexed, again.unchanged) == (0, 24)
 
 

@@ -6,9 +6,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # builds a wheel
 def test_the_wheel_holds_the_package_and_its_models_but_no_tests(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
@@ -47,6 +50,9 @@ assert main(["search", root + "/q.jpg", "--db", root + "/db"]) == 0
 create_app(root + "/db")
 loaded = sorted(m for m in sys.modules if m.startswith("fashion_search.training") or m.split(".")[0] == "torch")
 print("LOADED", loaded)
+# The read side never imports the Ray runner, nor Ray.
+ray = sorted(m for m in sys.modules if m == "fashion_search.indexing_ray" or m.split(".")[0] == "ray")
+print("RAY", ray)
 """
 
 
@@ -55,4 +61,4 @@ def test_indexing_searching_and_serving_load_no_training_code_nor_torch(tmp_path
         [sys.executable, "-c", SERVE_AND_SEARCH, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr
-    assert "LOADED []" in run.stdout
+    assert "LOADED []" in run.stdout and "RAY []" in run.stdout

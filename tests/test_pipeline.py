@@ -6,7 +6,8 @@ from fashion_search.catalog import load_catalog
 from fashion_search.engine import SearchEngine
 from fashion_search.errors import IndexMismatchError
 from fashion_search.garments import Garment
-from fashion_search.pipeline import Component, GarmentPipeline, pipeline_from_manifest
+from fashion_search.index_record import IndexRecord
+from fashion_search.pipeline import Component, GarmentPipeline, pipeline_from_record
 
 
 def _photo_and_garment():
@@ -39,7 +40,7 @@ def test_unknown_crop_mode_is_refused():
 
 def test_indexes_from_before_crop_modes_embedded_boxes():
     manifest = {"embedder": {"name": "test-pixels"}, "detector": {"name": "whole-image"}, "dim": 192}
-    assert pipeline_from_manifest(manifest).crop == "box"
+    assert pipeline_from_record(IndexRecord.from_dict(manifest)).crop == "box"
 
 
 def test_an_index_keeps_its_crop_mode(tiny_catalog, tmp_path):

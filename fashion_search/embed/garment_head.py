@@ -23,9 +23,9 @@ from PIL import Image
 from fashion_search.embed import Embedder
 from fashion_search.embed.colour import ColourHistogramEmbedder
 from fashion_search.embed.onnx_cnn import OnnxCnnEmbedder
-from fashion_search.errors import ModelError, ModelNotFoundError, UsageError
+from fashion_search.errors import ModelError, UsageError
 from fashion_search.registry import EMBEDDERS, PathLike
-from fashion_search.runtime import metadata_floats, model_metadata, onnx_session, sha256_file
+from fashion_search.runtime import OnnxModel
 from fashion_search.vectors import l2_normalise
 
 HEAD_FILENAME = "garment_head.onnx"
@@ -68,11 +68,14 @@ class HeadInputs:
 
 
 @EMBEDDERS.register("garment-head")
-class GarmentHeadEmbedder(Embedder):
+class GarmentHeadEmbedder(OnnxModel, Embedder):
     """Letterboxed crop -> EfficientNet-Lite2 GeM features + colour histogram -> trained head ->
     unit vector (the head's output size, 256 for the shipped one)."""
 
     name = "garment-head"
+    kind = "garment head model"
+    default_path = DEFAULT_HEAD_PATH
+    regenerate_hint = REGENERATE_HINT
 
     def __init__(
         self,
@@ -83,33 +86,28 @@ class GarmentHeadEmbedder(Embedder):
     ) -> None:
         if batch_size < 1:
             raise UsageError(f"batch_size must be positive, not {batch_size!r}")
-        self.model_path = Path(model_path) if model_path is not None else DEFAULT_HEAD_PATH
-        if not self.model_path.is_file():
-            raise ModelNotFoundError(f"garment head model not found: {self.model_path}; {REGENERATE_HINT}")
-        self._session = onnx_session(self.model_path, threads)
-        meta = model_metadata(self._session)
-        colour_weight = float(metadata_floats(meta, "colour_weight", self.model_path, 1)[0])
+        super().__init__(model_path, threads)
+        colour_weight = float(self.metadata_floats("colour_weight", 1)[0])
         self.inputs = HeadInputs(backbone_path, threads, batch_size, colour_weight)
         self.backbone = self.inputs.backbone
-        trained_on = meta.get("backbone_sha256", "")
+        trained_on = self.metadata.get("backbone_sha256", "")
         if trained_on != self.backbone.sha256:
             raise ModelError(
                 f"{self.model_path} was trained on backbone features of sha256 {trained_on[:12] or 'unknown'}, "
                 f"but the backbone {self.backbone.model_path} is {self.backbone.sha256[:12]}: retrain the head "
                 "(fashion-search train embedder) or pass the backbone it was trained on as backbone_path"
             )
-        model_input = self._session.get_inputs()[0]
+        model_input = self.session.get_inputs()[0]
         expected = self.inputs.dim
         if model_input.name != HEAD_INPUT or model_input.shape[1] != expected:
             raise ModelError(
                 f"{self.model_path} must take {HEAD_INPUT!r} of width {expected}, not {model_input.name!r} "
                 f"{model_input.shape}"
             )
-        output = self._session.get_outputs()[0]
+        output = self.session.get_outputs()[0]
         if not isinstance(output.shape[1], int):
             raise ModelError(f"{self.model_path} must output vectors of a fixed size, not {output.shape}")
         self.dim = int(output.shape[1])
-        self.sha256 = sha256_file(self.model_path)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         images = list(images)
@@ -119,15 +117,14 @@ class GarmentHeadEmbedder(Embedder):
 
     def project(self, features: np.ndarray) -> np.ndarray:
         """Unit vectors for rows of head input (see :class:`HeadInputs`)."""
-        (out,) = self._session.run([HEAD_OUTPUT], {HEAD_INPUT: np.ascontiguousarray(features, dtype=np.float32)})
+        (out,) = self.session.run([HEAD_OUTPUT], {HEAD_INPUT: np.ascontiguousarray(features, dtype=np.float32)})
         return l2_normalise(out)
 
     def identity(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "dim": self.dim,
-            "model": self.model_path.name,
-            "sha256": self.sha256,
+            **self.file_identity(),
             **self.inputs.identity(),
         }
 

@@ -17,9 +17,9 @@ from PIL import Image
 
 from fashion_search.embed import Embedder
 from fashion_search.embed.preprocess import to_tensor
-from fashion_search.errors import ModelError, ModelNotFoundError, UsageError
+from fashion_search.errors import ModelError, UsageError
 from fashion_search.registry import EMBEDDERS, PathLike
-from fashion_search.runtime import metadata_floats, model_metadata, onnx_session, sha256_file
+from fashion_search.runtime import OnnxModel
 from fashion_search.vectors import l2_normalise
 
 MODEL_FILENAME = "efficientnet_lite2_features.onnx"
@@ -30,7 +30,7 @@ REGENERATE_HINT = (
 
 
 @EMBEDDERS.register("efficientnet-lite2")
-class OnnxCnnEmbedder(Embedder):
+class OnnxCnnEmbedder(OnnxModel, Embedder):
     """Letterboxed image -> EfficientNet-Lite2 pooled features -> unit vector (1280-d).
 
     ``flip=True`` also embeds the mirror image and averages the two descriptors, so that a
@@ -39,6 +39,9 @@ class OnnxCnnEmbedder(Embedder):
 
     name = "efficientnet-lite2"
     dim = 1280
+    kind = "embedding model"
+    default_path = DEFAULT_MODEL_PATH
+    regenerate_hint = REGENERATE_HINT
 
     def __init__(
         self,
@@ -52,31 +55,25 @@ class OnnxCnnEmbedder(Embedder):
         if batch_size < 1:
             raise UsageError(f"batch_size must be positive, not {batch_size!r}")
         self.batch_size = batch_size
-        self.threads = threads
         self.flip = flip
-        self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL_PATH
-        if not self.model_path.is_file():
-            raise ModelNotFoundError(f"embedding model not found: {self.model_path}; {REGENERATE_HINT}")
-        self._session = onnx_session(self.model_path, threads)
-        model_input = self._session.get_inputs()[0]
+        super().__init__(model_path, threads)
+        model_input = self.session.get_inputs()[0]
         self._input_name = model_input.name
-        self._output_name = self._session.get_outputs()[0].name
+        self._output_name = self.session.get_outputs()[0].name
         height, width = model_input.shape[2], model_input.shape[3]
         if not (isinstance(height, int) and height == width):
             raise ModelError(f"{self.model_path} must take square input of a fixed size, not {model_input.shape}")
-        output_dim = self._session.get_outputs()[0].shape[1]
+        output_dim = self.session.get_outputs()[0].shape[1]
         if output_dim != self.dim:
             raise ModelError(f"{self.model_path} outputs {output_dim}-d vectors, expected {self.dim}")
-        meta = model_metadata(self._session)
-        self.image_size = int(metadata_floats(meta, "image_size", self.model_path, 1)[0])
+        self.image_size = int(self.metadata_floats("image_size", 1)[0])
         if self.image_size != height:
             raise ModelError(f"{self.model_path} records input size {self.image_size} but its graph takes {height}")
-        self.mean = metadata_floats(meta, "mean", self.model_path, 3)
-        self.std = metadata_floats(meta, "std", self.model_path, 3)
-        fill = metadata_floats(meta, "letterbox_fill", self.model_path, 3)
+        self.mean = self.metadata_floats("mean", 3)
+        self.std = self.metadata_floats("std", 3)
+        fill = self.metadata_floats("letterbox_fill", 3)
         self.fill: tuple[int, int, int] = (int(fill[0]), int(fill[1]), int(fill[2]))
-        self.pooling = meta.get("pooling", "unknown")
-        self.sha256 = sha256_file(self.model_path)
+        self.pooling = self.metadata.get("pooling", "unknown")
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         images = list(images)
@@ -95,15 +92,14 @@ class OnnxCnnEmbedder(Embedder):
         return l2_normalise(out)
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        (features,) = self._session.run([self._output_name], {self._input_name: pixels})
+        (features,) = self.session.run([self._output_name], {self._input_name: pixels})
         return features
 
     def identity(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "dim": self.dim,
-            "model": self.model_path.name,
-            "sha256": self.sha256,
+            **self.file_identity(),
             "input_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),

@@ -21,18 +21,10 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
-from fashion_search.errors import ModelNotFoundError
 from fashion_search.garments import Garment, GarmentDetector
 from fashion_search.garments.taxonomy import NOT_GARMENTS, PAIRED_CLASSES, PARSER_CLASSES
 from fashion_search.registry import DETECTORS, PathLike
-from fashion_search.runtime import (
-    check_names,
-    metadata_floats,
-    metadata_names,
-    model_metadata,
-    onnx_session,
-    sha256_file,
-)
+from fashion_search.runtime import OnnxModel, check_names
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODEL_DIR / "garment_parser.onnx"
@@ -94,7 +86,7 @@ def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-class GarmentParser(GarmentDetector):
+class GarmentParser(OnnxModel, GarmentDetector):
     """Finds, classifies and segments every garment in a photo.
 
     The ONNX file records the classes it labels, its input size and its pixel scaling in its
@@ -103,6 +95,8 @@ class GarmentParser(GarmentDetector):
     """
 
     name = "parser"
+    kind = "garment parser model"
+    default_path = DEFAULT_MODEL
 
     def __init__(
         self,
@@ -112,33 +106,26 @@ class GarmentParser(GarmentDetector):
         merge_distance: float = 0.35,
         max_garments: int = 8,
     ) -> None:
-        self.model_path = Path(model_path) if model_path else DEFAULT_MODEL
-        if not self.model_path.is_file():
-            raise ModelNotFoundError(f"garment parser model not found: {self.model_path}")
-        self._session = onnx_session(self.model_path, threads)
-        meta = model_metadata(self._session)
-        self.classes = metadata_names(meta, "classes", self.model_path)
+        super().__init__(model_path or None, threads)
+        self.classes = self.metadata_names("classes")
         check_names(self.classes, PARSER_CLASSES, "classes", self.model_path)
-        height, width = metadata_floats(meta, "input_size", self.model_path, 2)
+        height, width = self.metadata_floats("input_size", 2)
         self.input_size = (int(height), int(width))
-        self.mean = metadata_floats(meta, "mean", self.model_path, 3)
-        self.std = metadata_floats(meta, "std", self.model_path, 3)
+        self.mean = self.metadata_floats("mean", 3)
+        self.std = self.metadata_floats("std", 3)
         # Models exported with a fixed input size (older exports) always get the full canvas.
-        shape = self._session.get_inputs()[0].shape
+        shape = self.session.get_inputs()[0].shape
         self.dynamic_size = not all(isinstance(d, int) for d in shape[2:])
-        self.threads = threads
         self.min_area = min_area
         self.merge_distance = merge_distance
         self.max_garments = max_garments
         self._mean = (np.asarray(self.mean, np.float64) * 255).astype(np.float32)
         self._std = (np.asarray(self.std, np.float64) * 255).astype(np.float32)
-        self.sha256 = sha256_file(self.model_path)
 
     def identity(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "model": self.model_path.name,
-            "sha256": self.sha256,
+            **self.file_identity(),
             "classes": list(self.classes),
             "input_size": list(self.input_size),
             "mean": list(self.mean),
@@ -166,7 +153,7 @@ class GarmentParser(GarmentDetector):
         size = canvas_size(image.size, self.input_size) if self.dynamic_size else self.input_size
         canvas, _, (x, y, w, h) = letterbox(image.convert("RGB"), None, size)
         pixels = ((np.asarray(canvas, np.float32) - self._mean) / self._std).transpose(2, 0, 1)[None]
-        labels, confidence = self._session.run(None, {"pixels": np.ascontiguousarray(pixels)})
+        labels, confidence = self.session.run(None, {"pixels": np.ascontiguousarray(pixels)})
         return labels[0, y : y + h, x : x + w], confidence[0, y : y + h, x : x + w]
 
     def detect(self, image: Image.Image) -> list[Garment]:

@@ -7,7 +7,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -71,6 +71,12 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+# A change of an index's manifest: the stored document in, the one to store out.
+ManifestChange = Callable[[dict[str, Any]], dict[str, Any]]
+# What a product write changes in the manifest, also given the product's garments before it.
+ProductManifestChange = Callable[[dict[str, Any], list[Hit]], dict[str, Any]]
+
+
 class VectorStore(ABC):
     """The index: vectors plus what a result needs to be shown, searchable with filters.
 
@@ -85,10 +91,17 @@ class VectorStore(ABC):
         """Replace every stored row of the images in ``rows`` by ``rows``, atomically."""
 
     @abstractmethod
-    def replace_product(self, product_id: str, rows: Sequence[VectorRow]) -> int:
+    def replace_product(
+        self, product_id: str, rows: Sequence[VectorRow], manifest_change: Optional[ProductManifestChange] = None
+    ) -> int:
         """Make ``rows`` the product's only stored rows, atomically: a reader sees the old
         product or the new one, never a mix (empty ``rows`` deletes it). Returns how many
-        images the product had before."""
+        images the product had before.
+
+        ``manifest_change(manifest, previous garments)`` is applied to the manifest as
+        :meth:`update_manifest` applies a change: in the same transaction as the rows where the
+        store has transactions across tables (PostgreSQL), right after the rows' commit
+        otherwise (Lance: a crash between the two leaves the manifest to the next index run)."""
 
     @abstractmethod
     def delete_images(self, image_ids: Iterable[str]) -> int:
@@ -99,21 +112,13 @@ class VectorStore(ABC):
         """``image_id -> fingerprint`` of every indexed image."""
 
     @abstractmethod
-    def search(
-        self,
-        vector: np.ndarray,
-        k: int,
-        category: Optional[str | Sequence[str]] = None,
-        label: Optional[str | Sequence[str]] = None,
-        exclude_product: Optional[str] = None,
-        exclude_image: Optional[str] = None,
-        where: Optional["Filter"] = None,
-    ) -> list[Hit]:
-        """The ``k`` stored garments nearest to ``vector``, optionally only of one catalog
-        ``category`` (or any of several) and/or garment ``label`` (or any of several) and/or
-        whose product metadata passes ``where`` (:mod:`fashion_search.store.filters`), without
-        the garments of ``exclude_product`` or of the image ``exclude_image``; filters are
-        applied before ranking so they never cost recall."""
+    def search(self, vector: np.ndarray, k: int, where: Optional["Filter"] = None) -> list[Hit]:
+        """The ``k`` stored garments nearest to ``vector`` among those that pass ``where``: one
+        filter tree (:mod:`fashion_search.store.filters`) of metadata conditions and conditions
+        on the garments' own fields (catalog category, garment label, product and image ids, to
+        narrow by class or leave a product out), applied before ranking so it never costs
+        recall. Hits come in :func:`hit_order`, which also decides which of several equally
+        near garments make the cut at ``k``."""
 
     @abstractmethod
     def count(self) -> int:
@@ -153,15 +158,38 @@ class VectorStore(ABC):
 
     @abstractmethod
     def read_manifest(self) -> dict[str, Any]:
-        """What built this index: each model's name, options and identity, the manifest's format,
-        and what indexing learned (the classes each catalog category holds)."""
+        """The index's record as a JSON document ({} when none was written): what built it and
+        what indexing learned (:class:`fashion_search.index_record.IndexRecord` reads it)."""
 
     @abstractmethod
-    def write_manifest(self, manifest: dict[str, Any]) -> None: ...
+    def update_manifest(self, change: ManifestChange) -> dict[str, Any]:
+        """Apply ``change`` to the stored manifest atomically and return the new one: writers in
+        any process take turns, each changing what the previous one stored, so that none loses
+        another's update (a read, then a write, would)."""
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Store ``manifest`` in place of whatever is stored."""
+        self.update_manifest(lambda _stored: manifest)
 
     @abstractmethod
     def clear(self) -> None:
         """Remove every row and the manifest, leaving an empty store (for a rebuild)."""
+
+    def shown_as(self, given: str) -> str:
+        """How messages name this store, given how the user named it: by its URI by default,
+        which never holds a password."""
+        return self.uri
+
+    def local_folder(self) -> Optional[Path]:
+        """The folder this store keeps its files in, for an embedded store (None for a server's):
+        where files that belong with the index, such as written products' images, may go."""
+        return None
+
+    @classmethod
+    def missing(cls, location: str) -> bool:
+        """Whether nothing was ever created at ``location`` (what follows the scheme), so that
+        reading it must say so rather than open it and leave something behind."""
+        return False
 
     def optimize(self) -> None:
         """Build or refresh the approximate-search index after bulk writes (no-op by default)."""
@@ -181,6 +209,12 @@ class VectorStore(ABC):
 
     def close(self) -> None:
         pass
+
+
+def hit_order(hit: Hit) -> tuple[float, str, str, str]:
+    """How every store orders hits: nearest first; equally near ones (the same photo filed under
+    two products) by product id, then image id, so that stores agree on ties."""
+    return (-hit.score, hit.product_id, hit.image_id, hit.row_id)
 
 
 def check_product_rows(product_id: str, rows: Sequence[VectorRow]) -> None:
@@ -207,11 +241,20 @@ def open_store(uri: str, dim: Optional[int] = None, **options: Any) -> VectorSto
 
 
 def missing_local_store(uri: str | os.PathLike) -> bool:
-    """Whether ``uri`` names an embedded store's folder that does not exist: reading it must say
-    so rather than open it, which would leave an empty folder behind."""
+    """Whether ``uri`` names a store that was never created (an embedded store's folder that
+    does not exist): reading it must say so rather than open it, which would create it."""
     match = _SCHEME.match(str(uri))
     scheme, location = (match.group(1).lower(), match.group(2)) if match else (DEFAULT_STORE_SCHEME, str(uri))
-    return scheme == "lancedb" and not Path(os.path.expanduser(location or ".")).exists()
+    return STORES.factory(scheme).missing(location)
 
 
-__all__ = ["Hit", "VectorRow", "VectorStore", "missing_local_store", "open_store"]
+__all__ = [
+    "Hit",
+    "ManifestChange",
+    "ProductManifestChange",
+    "VectorRow",
+    "VectorStore",
+    "hit_order",
+    "missing_local_store",
+    "open_store",
+]

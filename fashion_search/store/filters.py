@@ -24,6 +24,11 @@ A column is a number column when every product's value is a number (the CSV's te
 ``"49.90"`` counts as one); ranges (``<``, ``between``) need one. Comparisons follow SQL: a
 product without the column (or with an empty value) passes no condition on it, and ``not`` of
 such a condition does not pass either.
+
+The same tree carries what search itself narrows by, as :class:`RowCondition`: a stored
+garment's catalog category, garment label, product id or image id (class-aware search, "more
+like this" leaving the product out). A store receives one tree (:func:`all_of` builds it) and
+compiles it once, so every kind of narrowing reaches every store by one path.
 """
 
 from __future__ import annotations
@@ -102,20 +107,98 @@ class Junction:
     parts: tuple["Filter", ...]
 
 
-Filter = Union[Condition, Not, Junction]
+# A stored garment's own fields that a search may be narrowed by (never empty, never null).
+ROW_FILTER_FIELDS = ("category", "label", "product_id", "image_id")
 
 
-def evaluate(node: Filter, metadata: Mapping[str, Any]) -> Optional[bool]:
-    """Whether a product's ``metadata`` passes ``node``, in SQL's three-valued logic (None:
-    unknown, because a column it compares is absent): what the stores compute."""
+@dataclass(frozen=True)
+class RowCondition:
+    """``field in values`` on a stored garment's own ``field`` (one of :data:`ROW_FILTER_FIELDS`); no
+    values passes nothing."""
+
+    field: str
+    values: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.field not in ROW_FILTER_FIELDS:
+            raise ValueError(f"no row field {self.field!r}; row conditions name one of {', '.join(ROW_FILTER_FIELDS)}")
+
+
+Filter = Union[Condition, RowCondition, Not, Junction]
+
+
+def one_of(field: str, values: "str | Iterable[str] | None") -> Optional[Filter]:
+    """Garments whose ``field`` is ``values`` (one text) or any of them (a list, possibly
+    empty: then none pass); None for None, which narrows nothing."""
+    if values is None:
+        return None
+    chosen = (values,) if isinstance(values, str) else tuple(sorted({str(v) for v in values}))
+    return RowCondition(field, chosen)
+
+
+def excluding(field: str, value: Optional[str]) -> Optional[Filter]:
+    """Garments whose ``field`` is not ``value`` (None: no exclusion)."""
+    return None if value is None else Not(RowCondition(field, (str(value),)))
+
+
+def all_of(*parts: Optional[Filter]) -> Optional[Filter]:
+    """The conjunction of the parts given (None parts are left out; nested ``and`` flattened);
+    None when nothing is left, which passes everything."""
+    flat: list[Filter] = []
+    for part in parts:
+        if part is None:
+            continue
+        if isinstance(part, Junction) and part.op == "and":
+            flat.extend(part.parts)
+        else:
+            flat.append(part)
+    if not flat:
+        return None
+    return flat[0] if len(flat) == 1 else Junction("and", tuple(flat))
+
+
+def passes_nothing(node: Optional[Filter]) -> bool:
+    """Whether ``node`` is known to pass no garment without asking a store (a condition on a
+    field with no allowed values, in a conjunction): a store answers such a search with nothing."""
+    if isinstance(node, RowCondition):
+        return not node.values
     if isinstance(node, Junction):
-        results = [evaluate(p, metadata) for p in node.parts]
+        results = [passes_nothing(p) for p in node.parts]
+        return any(results) if node.op == "and" else all(results)
+    return False
+
+
+# Row conditions that leave out one product or image: they fail few rows, so a store plans a
+# search by what else narrows it.
+_EXCLUDING_FIELDS = ("product_id", "image_id")
+
+
+def split_exclusions(node: Optional[Filter]) -> tuple[Optional[Filter], Optional[Filter]]:
+    """``(narrowing, exclusions)`` of a tree whose conjuncts may leave out products or images:
+    what stores count to choose exact or approximate search, and the rest."""
+    parts = list(node.parts) if isinstance(node, Junction) and node.op == "and" else [node] if node else []
+    excluded = [
+        p
+        for p in parts
+        if isinstance(p, Not) and isinstance(p.part, RowCondition) and p.part.field in _EXCLUDING_FIELDS
+    ]
+    return all_of(*(p for p in parts if p not in excluded)), all_of(*excluded)
+
+
+def evaluate(node: Filter, metadata: Mapping[str, Any], row: Optional[Mapping[str, Any]] = None) -> Optional[bool]:
+    """Whether a product's ``metadata`` (and the garment's own fields in ``row``, for row
+    conditions) passes ``node``, in SQL's three-valued logic (None: unknown, because a column it
+    compares is absent): what the stores compute."""
+    if isinstance(node, Junction):
+        results = [evaluate(p, metadata, row) for p in node.parts]
         if node.op == "and":
             return False if False in results else (None if None in results else True)
         return True if True in results else (None if None in results else False)
     if isinstance(node, Not):
-        result = evaluate(node.part, metadata)
+        result = evaluate(node.part, metadata, row)
         return None if result is None else not result
+    if isinstance(node, RowCondition):
+        return str((row or {}).get(node.field)) in node.values
     raw = metadata.get(node.column)
     value: Optional[Value] = as_number(raw) if node.numeric else as_text(raw)
     if value is None:
@@ -149,7 +232,7 @@ def negation_normal_form(node: Filter, negate: bool = False) -> Filter:
         return Junction(op, tuple(negation_normal_form(p, negate) for p in node.parts))
     if not negate:
         return node
-    if node.op in _NEGATED:
+    if isinstance(node, Condition) and node.op in _NEGATED:
         return Condition(node.column, _NEGATED[node.op], node.values, node.numeric)
     return Not(node)
 
@@ -177,8 +260,11 @@ def metadata_tags(metadata: Mapping[str, Any]) -> list[str]:
 
 
 def columns_of(node: Filter) -> set[str]:
+    """The metadata columns ``node`` compares (row conditions name none)."""
     if isinstance(node, Condition):
         return {node.column}
+    if isinstance(node, RowCondition):
+        return set()
     if isinstance(node, Not):
         return columns_of(node.part)
     return set().union(*(columns_of(p) for p in node.parts))
@@ -478,6 +564,7 @@ def parse_filter(text: str, columns: MetadataColumns) -> Filter:
 
 
 __all__ = [
+    "ROW_FILTER_FIELDS",
     "Condition",
     "Filter",
     "FilterError",
@@ -485,13 +572,19 @@ __all__ = [
     "MetadataColumn",
     "MetadataColumns",
     "Not",
+    "RowCondition",
+    "all_of",
     "as_number",
     "as_text",
     "column_tag",
     "columns_of",
     "evaluate",
+    "excluding",
     "metadata_tags",
     "negation_normal_form",
+    "one_of",
     "parse_filter",
+    "passes_nothing",
+    "split_exclusions",
     "value_tag",
 ]

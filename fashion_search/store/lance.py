@@ -17,6 +17,8 @@ Layout and choices:
 from __future__ import annotations
 
 import asyncio
+import copy
+import fcntl
 import json
 import math
 import os
@@ -25,6 +27,7 @@ import re
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,22 +45,36 @@ from lancedb import index as lidx  # noqa: E402
 
 from fashion_search.errors import StoreError, UsageError  # noqa: E402
 from fashion_search.registry import STORES  # noqa: E402
-from fashion_search.store import ROW_FIELDS, Hit, VectorRow, VectorStore, check_product_rows  # noqa: E402
+from fashion_search.store import (  # noqa: E402
+    ROW_FIELDS,
+    Hit,
+    ManifestChange,
+    ProductManifestChange,
+    VectorRow,
+    VectorStore,
+    check_product_rows,
+    hit_order,
+)
 from fashion_search.store.filters import (  # noqa: E402
     Condition,
     Filter,
     FilterError,
     Junction,
     Not,
+    RowCondition,
     column_tag,
+    columns_of,
     metadata_tags,
     negation_normal_form,
+    passes_nothing,
+    split_exclusions,
     value_tag,
 )
 from fashion_search.vectors import l2_normalise  # noqa: E402
 
 GARMENTS = "garments"
 MANIFEST = "manifest"
+MANIFEST_LOCK_FILE = ".manifest.lock"
 
 # Everything a search result shows (the fields of Hit but its score) is also packed into one
 # JSON column, ``hit``. Lance fetches each selected column of each result row with its own
@@ -128,9 +145,10 @@ def _sql_list(values: Iterable[str]) -> str:
 
 
 def lance_filter(node: Filter) -> str:
-    """A parsed metadata filter as a Lance (DataFusion) predicate; every name and value is a
-    quoted literal. Text equality and ``in`` look tags up in ``metadata_tags`` (a label-list
-    index answers them); number comparisons read ``metadata_json``."""
+    """A filter tree as a Lance (DataFusion) predicate; every name and value is a quoted
+    literal. Row conditions test the garment's own columns (scalar indexes answer them); text
+    equality and ``in`` on metadata look tags up in ``metadata_tags`` (a label-list index
+    answers them); number comparisons read ``metadata_json``."""
     return _lance_filter(negation_normal_form(node))
 
 
@@ -140,6 +158,8 @@ def _lance_filter(node: Filter) -> str:
         return "(" + f" {node.op.upper()} ".join(_lance_filter(p) for p in node.parts) + ")"
     negated = isinstance(node, Not)
     condition = node.part if isinstance(node, Not) else node
+    if isinstance(condition, RowCondition):
+        return _row_filter(condition, negated)
     assert isinstance(condition, Condition)
     if condition.numeric:
         value = f"try_cast(nullif(json_get_string({METADATA_JSON}, {sql_str(condition.column)}), '') AS DOUBLE)"
@@ -154,6 +174,14 @@ def _lance_filter(node: Filter) -> str:
     if negated or condition.op == "!=":
         return f"(array_has({METADATA_TAGS}, {sql_str(column_tag(condition.column))}) AND NOT {has_value})"
     return f"({has_value})"
+
+
+def _row_filter(condition: RowCondition, negated: bool) -> str:
+    if not condition.values:
+        return "TRUE" if negated else "FALSE"
+    if len(condition.values) == 1:
+        return f"({condition.field} {'!=' if negated else '='} {sql_str(condition.values[0])})"
+    return f"({'NOT ' if negated else ''}{sql_in(condition.field, condition.values)})"
 
 
 @dataclass
@@ -256,6 +284,7 @@ class LanceVectorStore(VectorStore):
         self._atable: Optional[lancedb.AsyncTable] = None
         self._table: Optional[lancedb.table.Table] = None
         self._table_state: Optional[_TableState] = None
+        self._manifest_thread_lock = threading.Lock()
         self.dim: Optional[int] = None
         table = self._open_garments()
         if table is not None:
@@ -273,6 +302,16 @@ class LanceVectorStore(VectorStore):
                 raise ValueError(f"dim must be positive, not {dim}")
             self.dim = int(dim)
             self._table = self._db.create_table(GARMENTS, schema=garments_schema(self.dim), exist_ok=True)
+
+    def shown_as(self, given: str) -> str:
+        return given  # a folder, as the user wrote it
+
+    def local_folder(self) -> Optional[Path]:
+        return self.path
+
+    @classmethod
+    def missing(cls, location: str) -> bool:
+        return not Path(os.path.expanduser(location or ".")).exists()
 
     # -- tables -------------------------------------------------------------------------------
 
@@ -365,25 +404,29 @@ class LanceVectorStore(VectorStore):
             merge = merge.when_not_matched_by_source_delete(sql_in("row_id", stale))
         merge.execute(data)
 
-    def replace_product(self, product_id: str, rows: Sequence[VectorRow]) -> int:
+    def replace_product(
+        self, product_id: str, rows: Sequence[VectorRow], manifest_change: Optional[ProductManifestChange] = None
+    ) -> int:
         """One commit: a merge that updates and inserts ``rows`` and deletes the product's
-        other rows (or one delete, for empty ``rows``)."""
+        other rows (or one delete, for empty ``rows``); then ``manifest_change``."""
         rows = list(rows)
         check_product_rows(product_id, rows)
         table = self._open_garments() if not rows else self._writable()
         if table is None:
             return 0
         where = f"product_id = {sql_str(product_id)}"
-        before = self._scan(["image_id"], where=where)
-        images_before = len(set(before.column("image_id").to_pylist()))
+        before = self.get_product(product_id)
+        images_before = len({hit.image_id for hit in before})
         if not rows:
             if images_before:
                 _retrying(lambda: table.delete(where))
-            return images_before
-        merge = table.merge_insert("row_id").when_matched_update_all().when_not_matched_insert_all()
-        if before.num_rows:
-            merge = merge.when_not_matched_by_source_delete(where)
-        merge.execute(self._to_arrow(rows))
+        else:
+            merge = table.merge_insert("row_id").when_matched_update_all().when_not_matched_insert_all()
+            if before:
+                merge = merge.when_not_matched_by_source_delete(where)
+            merge.execute(self._to_arrow(rows))
+        if manifest_change is not None and (rows or images_before):
+            self.update_manifest(lambda manifest: manifest_change(manifest, before))
         return images_before
 
     @staticmethod
@@ -540,50 +583,32 @@ class LanceVectorStore(VectorStore):
             state.counts[where] = await table.count_rows(where)
         return state.counts[where]
 
-    def search(
-        self,
-        vector: np.ndarray,
-        k: int,
-        category: Optional[str | Sequence[str]] = None,
-        label: Optional[str | Sequence[str]] = None,
-        exclude_product: Optional[str] = None,
-        exclude_image: Optional[str] = None,
-        where: Optional[Filter] = None,
-    ) -> list[Hit]:
-        if k <= 0 or self.dim is None and self._open_garments() is None:
+    def search(self, vector: np.ndarray, k: int, where: Optional[Filter] = None) -> list[Hit]:
+        if k <= 0 or passes_nothing(where) or self.dim is None and self._open_garments() is None:
             return []
         query_vector = l2_normalise(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
         if query_vector.shape[0] != self.dim:
             raise ValueError(f"query must be {self.dim}-d, got {query_vector.shape[0]}-d")
-        narrow = []
-        if isinstance(category, str):
-            narrow.append(f"category = {sql_str(category)}")
-        elif category is not None:
-            if not category:
+        if where is not None and columns_of(where) and not self._has_filter_columns():
+            raise FilterError(
+                f"the index at {self.path} predates metadata filters: rebuild it "
+                "(fashion-search index CATALOG --db ... --rebuild) to filter on metadata"
+            )
+        narrowing, _ = split_exclusions(where)
+        narrow_where = lance_filter(narrowing) if narrowing is not None else ""
+        full_where = lance_filter(where) if where is not None else ""
+        # Garments as near as the k-th would make the cut in an arbitrary order: fetch past it
+        # until a farther one shows, and let hit_order decide among them.
+        fetch = k + max(4, k // 4)
+        while True:
+            data = _run(self._search(query_vector, fetch, narrow_where, full_where))
+            if data is None:
                 return []
-            narrow.append(sql_in("category", sorted(category)))
-        if isinstance(label, str):
-            narrow.append(f"label = {sql_str(label)}")
-        elif label is not None:
-            if not label:
-                return []
-            narrow.append(sql_in("label", sorted(label)))
-        if where is not None:
-            if not self._has_filter_columns():
-                raise FilterError(
-                    f"the index at {self.path} predates metadata filters: rebuild it "
-                    "(fashion-search index CATALOG --db ... --rebuild) to filter on metadata"
-                )
-            narrow.append(lance_filter(where))
-        excluded = [f"product_id != {sql_str(exclude_product)}"] if exclude_product is not None else []
-        if exclude_image is not None:
-            excluded.append(f"image_id != {sql_str(exclude_image)}")
-        data = _run(self._search(query_vector, int(k), " AND ".join(narrow), " AND ".join(narrow + excluded)))
-        if data is None:
-            return []
-        # Float rounding can push 1 - distance a hair outside [-1, 1].
-        scores = np.clip(1.0 - data.column("_distance").to_numpy(zero_copy_only=False), -1.0, 1.0)
-        return _hits(data, scores=scores)
+            # Float rounding can push 1 - distance a hair outside [-1, 1].
+            scores = np.clip(1.0 - data.column("_distance").to_numpy(zero_copy_only=False), -1.0, 1.0)
+            if data.num_rows < fetch or data.num_rows <= k or scores[-1] < scores[k - 1]:
+                return sorted(_hits(data, scores=scores), key=hit_order)[:k]
+            fetch *= 2
 
     async def _search(self, vector: np.ndarray, k: int, narrow_where: str, where: str) -> Optional[pa.Table]:
         table = await self._async_table()
@@ -648,12 +673,38 @@ class LanceVectorStore(VectorStore):
         data = table.search().where("key = 'manifest'").select(["value"]).limit(None).to_arrow()
         return json.loads(data.column("value")[0].as_py()) if data.num_rows else {}
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
+    def update_manifest(self, change: ManifestChange) -> dict[str, Any]:
+        """Read, change and write the manifest holding the index folder's manifest lock, so that
+        writers in every process of this machine take turns."""
+        with self._manifest_lock():
+            before = self.read_manifest()
+            after = change(copy.deepcopy(before))
+            if after != before:
+                self._write_manifest(after)
+            return after
+
+    @contextmanager
+    def _manifest_lock(self) -> Iterator[None]:
+        """An exclusive ``flock`` of ``.manifest.lock`` in the index folder (and a thread lock,
+        for threads of this process). Lance commits an overwrite atomically but cannot make it
+        conditional on the version that was read, so read-modify-write needs a lock."""
+        with self._manifest_thread_lock:
+            try:
+                handle = open(self.path / MANIFEST_LOCK_FILE, "a+b")
+            except OSError as exc:
+                raise StoreError(f"the index folder {self.path} is not writable: {exc.strerror or exc}") from None
+            with handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
         data = pa.table(
             {"key": ["manifest"], "value": [json.dumps(manifest, sort_keys=True, default=str)]}, schema=_MANIFEST_SCHEMA
         )
         # An overwrite is one commit: readers see the old or the new manifest, never neither.
-        # Two writers (an index run, a catalog write) may overwrite at once: the later retries.
         try:
             _retrying(lambda: self._db.open_table(MANIFEST).add(data, mode="overwrite"))
         except (FileNotFoundError, ValueError):
@@ -663,11 +714,12 @@ class LanceVectorStore(VectorStore):
     def clear(self) -> None:
         """Drop every row and the manifest: the store is as new (its dimension is chosen again
         by the next open with ``dim``)."""
-        for name in (GARMENTS, MANIFEST):
-            try:
-                self._db.drop_table(name)
-            except (FileNotFoundError, ValueError):
-                pass  # never written
+        with self._manifest_lock():
+            for name in (GARMENTS, MANIFEST):
+                try:
+                    self._db.drop_table(name)
+                except (FileNotFoundError, ValueError):
+                    pass  # never written
         self._table = self._atable = None
         self._table_state = None
         self.dim = None

@@ -1,5 +1,6 @@
-"""The JSON API's routes. They translate HTTP to the Python API (:class:`SearchEngine`) and
-back; no search logic lives here."""
+"""The JSON API's routes. They translate HTTP to the Python API (the read side,
+:class:`~fashion_search.search.Searcher`, and the write side,
+:class:`~fashion_search.writer.CatalogWriter`) and back; no search logic lives here."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from fastapi.security import HTTPBearer
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from fashion_search.engine import ProductWrite, SearchEngine, SearchResult
 from fashion_search.errors import CatalogError, ImageError, UnknownProductError
 from fashion_search.images import IMAGE_FORMATS, load_image
+from fashion_search.search import Searcher, SearchResult
+from fashion_search.store import Hit
 from fashion_search.store.filters import MAX_FILTER_CHARS, Filter
-from fashion_search.web.app import PixelBudget, run_cpu, run_light
 from fashion_search.web.errors import ApiError, error_body, too_large_message
 from fashion_search.web.schemas import (
     BulkWriteResponse,
@@ -33,6 +34,8 @@ from fashion_search.web.schemas import (
     ProductWriteResponse,
     SearchResponse,
 )
+from fashion_search.web.state import PixelBudget, run_cpu, run_light
+from fashion_search.writer import ProductWrite
 
 log = logging.getLogger("fashion_search.web")
 router = APIRouter()
@@ -92,12 +95,12 @@ class SearchOptions:
 
 
 def _search_upload(
-    engine: SearchEngine, data: bytes, budget: PixelBudget, max_pixels: int, options: SearchOptions, name: str
+    searcher: Searcher, data: bytes, budget: PixelBudget, max_pixels: int, options: SearchOptions, name: str
 ) -> SearchResult:
     pixels = check_upload(data, max_pixels)
     try:
         with budget.hold(pixels):
-            return engine.search(
+            return searcher.search(
                 data,
                 k=options.k,
                 category=options.category,
@@ -113,7 +116,7 @@ async def _known_category(request: Request, category: Optional[str]) -> Optional
     if not category:
         return None
     state = request.app.state
-    known = await run_light(request, state.categories.get, state.engine)
+    known = await run_light(request, state.categories.get, state.searcher)
     if category not in known:
         raise ApiError(
             422, "unknown_category", f"no category {category!r} in this catalog; GET /api/categories lists them"
@@ -139,7 +142,7 @@ async def search_options(
         "GET /api/filters lists the columns (grammar: docs/filters.md)",
     ),
 ) -> SearchOptions:
-    where = await run_light(request, request.app.state.engine.parse_filter, filter) if filter else None
+    where = await run_light(request, request.app.state.searcher.parse_filter, filter) if filter else None
     return SearchOptions(k, await _known_category(request, category), same_class, where)
 
 
@@ -165,7 +168,7 @@ async def search(
     result = await run_cpu(
         request,
         _search_upload,
-        state.engine,
+        state.searcher,
         data,
         state.pixel_budget,
         state.settings.max_pixels,
@@ -175,15 +178,15 @@ async def search(
     return _search_json(request, result)
 
 
-def _more_like_this(engine: SearchEngine, product_id: str, options: SearchOptions) -> tuple[SearchResult, str]:
+def _more_like_this(searcher: Searcher, product_id: str, options: SearchOptions) -> tuple[SearchResult, str]:
     try:
-        result = engine.search_product(
+        result = searcher.search_product(
             product_id, k=options.k, category=options.category, same_class=options.same_class, where=options.where
         )
+        hits = searcher.product(product_id)
     except UnknownProductError:
         raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog") from None
-    hits = engine.store.get_product(product_id)
-    return result, hits[0].image_id if hits else ""
+    return result, hits[0].image_id
 
 
 @router.post(
@@ -200,7 +203,7 @@ async def more_like_this(
 ) -> dict[str, Any]:
     """Products similar to each garment of the product's first image (the product itself
     excluded); `query_image` is that image."""
-    result, image_id = await run_cpu(request, _more_like_this, request.app.state.engine, product_id, options)
+    result, image_id = await run_cpu(request, _more_like_this, request.app.state.searcher, product_id, options)
     return _search_json(request, result, image_id)
 
 
@@ -208,7 +211,7 @@ async def more_like_this(
 async def categories(request: Request) -> dict[str, Any]:
     """Every catalog category with its number of products."""
     state = request.app.state
-    known = await run_light(request, state.categories.get, state.engine)
+    known = await run_light(request, state.categories.get, state.searcher)
     return {"categories": [{"name": name, "products": n} for name, n in sorted(known.items())]}
 
 
@@ -216,15 +219,15 @@ async def categories(request: Request) -> dict[str, Any]:
 async def filters(request: Request) -> dict[str, Any]:
     """The metadata columns that searches may filter on (`filter=`), each with its type and
     either its values (a text column with few) or its range (a number column)."""
-    columns = await run_light(request, lambda engine: engine.metadata_columns, request.app.state.engine)
+    columns = await run_light(request, lambda searcher: searcher.metadata_columns, request.app.state.searcher)
     return {"columns": list(columns.to_dict().values())}
 
 
-def _product(engine: SearchEngine, product_id: str) -> list:
-    hits = engine.store.get_product(product_id)
-    if not hits:
-        raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog")
-    return hits
+def _product(searcher: Searcher, product_id: str) -> list[Hit]:
+    try:
+        return searcher.product(product_id)
+    except UnknownProductError:
+        raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog") from None
 
 
 @router.get(
@@ -236,7 +239,7 @@ def _product(engine: SearchEngine, product_id: str) -> list:
 )
 async def product(request: Request, product_id: str = Path(description="a catalog product id")) -> dict[str, Any]:
     """The product's metadata and its indexed images, each with its stored garments."""
-    hits = await run_light(request, _product, request.app.state.engine, product_id)
+    hits = await run_light(request, _product, request.app.state.searcher, product_id)
     images: dict[str, dict[str, Any]] = {}
     for hit in hits:
         entry = images.setdefault(hit.image_id, {**_urls(request, hit.image_id), "garments": []})
@@ -256,17 +259,19 @@ _bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-
 
 
 def _written(request: Request) -> None:
-    """Drop what this server cached of the catalog: the next request reads it anew."""
+    """Drop what this server cached of the catalog and read the index's record again: the next
+    request sees the write."""
     state = request.app.state
     state.categories.forget()
     state.image_paths.clear()
     state.thumbnails.clear()
+    state.searcher.refresh_record()
 
 
 def _put(request: Request, product_id: str, images: list[bytes], category: str, metadata: Any) -> ProductWrite:
     state = request.app.state
     try:
-        return state.engine.put_product(
+        return state.writer.put_product(
             product_id, images, category, metadata, state.uploads, max_pixels=state.settings.max_pixels
         )
     except CatalogError as exc:
@@ -316,14 +321,14 @@ async def put_product(
     201 when it is new, 200 when it replaced one; sending the same again changes nothing."""
     data = await _read_images(request, images)
     write = await run_cpu(request, _put, request, product_id, data, category, _metadata(metadata))
-    _written(request)
+    await run_light(request, _written, request)
     return JSONResponse(write.to_dict(), status_code=201 if write.created else 200)
 
 
 def _delete(request: Request, product_id: str) -> int:
     state = request.app.state
     try:
-        return state.engine.delete_product(product_id, state.uploads)
+        return state.writer.delete_product(product_id, state.uploads)
     except UnknownProductError:
         raise ApiError(404, "unknown_product", f"no product {product_id!r} in this catalog") from None
 
@@ -339,7 +344,7 @@ def _delete(request: Request, product_id: str) -> int:
 async def delete_product(request: Request, product_id: str = Path(description="a catalog product id")) -> dict:
     """All the product's images leave the index in one write."""
     removed = await run_cpu(request, _delete, request, product_id)
-    _written(request)
+    await run_light(request, _written, request)
     return {"product_id": product_id, "images": removed}
 
 
@@ -413,12 +418,12 @@ async def bulk_products(request: Request) -> dict:
                 {"product_id": product_id, "status": exc.status, "error": error_body(exc.code, exc.message)["error"]}
             )
     await form.close()
-    _written(request)
+    await run_light(request, _written, request)
     return {"results": results}
 
 
-def _health(engine: SearchEngine) -> dict[str, Any]:
-    pipeline = engine.pipeline
+def _health(searcher: Searcher) -> dict[str, Any]:
+    pipeline = searcher.pipeline
     body = {
         "status": "ok",
         "store_reachable": True,
@@ -429,12 +434,12 @@ def _health(engine: SearchEngine) -> dict[str, Any]:
         "index_models_changed": False,
     }
     try:
-        body["index_garments"] = engine.store.count()
-        engine.refresh_manifest_if_due()
+        body["index_garments"] = searcher.garment_count()
+        searcher.refresh_record_if_due()
     except Exception as exc:  # the report is the point: say unavailable rather than fail
         log.warning("health check: store unreachable: %s", exc)
         body.update(status="unavailable", store_reachable=False)
-    if engine.models_changed:
+    if searcher.models_changed:
         body.update(status="unavailable", index_models_changed=True)
     if not body["models_loaded"]:
         body["status"] = "unavailable"
@@ -450,7 +455,7 @@ def _health(engine: SearchEngine) -> dict[str, Any]:
 )
 async def healthz(request: Request) -> Any:
     """`ok` (200) when the store answers and the models are loaded, else `unavailable` (503)."""
-    body = await run_light(request, _health, request.app.state.engine)
+    body = await run_light(request, _health, request.app.state.searcher)
     return body if body["status"] == "ok" else JSONResponse(body, status_code=503)
 
 
@@ -459,7 +464,7 @@ def _image_path(request: Request, image_id: str) -> str:
     cache = request.app.state.image_paths
     path = cache.get(image_id)
     if path is None:
-        path = request.app.state.engine.store.image_path(image_id)
+        path = request.app.state.searcher.image_path(image_id)
         if path is None:
             raise ApiError(404, "unknown_image", f"no image {image_id!r} in this index")
         cache.put(image_id, path)

@@ -18,6 +18,8 @@ from fashion_search import SearchEngine, load_catalog
 from fashion_search.pipeline import Component
 from fashion_search.web import Settings, create_app
 
+pytestmark = pytest.mark.slow  # schemathesis against the API's schema
+
 KEY = "schema-test-key-0123456789"
 # Per route: bounded for CI; FASHION_SEARCH_SCHEMA_EXAMPLES=500 for a longer run.
 EXAMPLES = int(os.environ.get("FASHION_SEARCH_SCHEMA_EXAMPLES", "25"))

@@ -27,7 +27,7 @@ outcomes: dict[str, dict[str, str]] = {}
 
 
 # A hang fails the test (pytest-timeout) instead of holding CI.
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # the shipped models over the robustness corpus
 
 
 @pytest.fixture(scope="module", autouse=True)

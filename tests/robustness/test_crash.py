@@ -19,7 +19,7 @@ from fashion_search import SearchEngine, load_catalog
 from fashion_search.pipeline import Component
 from tests.helpers import make_product, start_serving
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # crash tests: processes killed mid-write
 KEY = "crash-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 

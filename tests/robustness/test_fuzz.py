@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # fuzzers
+
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = 15
 

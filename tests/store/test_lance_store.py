@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fashion_search.store import VectorRow, open_store
+from fashion_search.store.filters import one_of
 from fashion_search.store.lance import LanceVectorStore
 from tests.store.rows import DIM, errors_of_threads, exact_top, random_rows, row
 
@@ -103,7 +104,7 @@ def test_filters_hold_with_the_ann_index_on_both_search_paths(tmp_path: Path) ->
     for exact_filter_rows, name in ((100, "exact"), (0, "ivf")):
         s = ann_store(tmp_path / name, rows, exact_filter_rows=exact_filter_rows)
         for q in queries:
-            hits = s.search(q, 10, category="c7")
+            hits = s.search(q, 10, where=one_of("category", "c7"))
             assert len(hits) == 10 and {h.category for h in hits} == {"c7"}
             if name == "exact":
                 assert [h.row_id for h in hits] == exact_top(rows, q, 10, lambda r: r.category == "c7")
@@ -116,9 +117,9 @@ def test_filtered_ann_search_that_comes_back_short_falls_back_to_exact(tmp_path:
     # One probed partition and no exact shortcut: the IVF pass finds only a few "rare" rows.
     s = ann_store(tmp_path, rows, nprobes=1, filtered_nprobes=1, min_candidates=1, exact_filter_rows=0)
     q = rows[0].vector
-    hits = s.search(q, 10, category="rare")
+    hits = s.search(q, 10, where=one_of("category", "rare"))
     assert [h.row_id for h in hits] == exact_top(rows, q, 10, lambda r: r.category == "rare")
-    assert len(s.search(q, 50, category="rare")) == 12
+    assert len(s.search(q, 50, where=one_of("category", "rare"))) == 12
 
 
 def test_optimize_keeps_a_fitting_index_and_new_rows_are_searchable(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_zalora_in_lance_and_in_postgres_gives_the_same_top_5_products(
         assert vector_indexes(postgres.store) == ["zalora_vector_hnsw"]
         assert postgres.store.count() == lance.store.count()
         assert postgres.store.categories() == lance.store.categories()
-        assert postgres.category_classes.to_dict() == lance.category_classes.to_dict()
+        assert postgres.searcher.category_classes.to_dict() == lance.searcher.category_classes.to_dict()
 
         # Each garment of every third catalog photo is looked up in both stores with the same
         # vector, class-aware (category and label filters) as search does it.
@@ -51,8 +51,8 @@ def test_zalora_in_lance_and_in_postgres_gives_the_same_top_5_products(
             garments = lance.pipeline.detect(picture)
             vectors = lance.pipeline.embed_garments([picture], [garments])[0]
             for garment, vector in zip(garments, vectors):
-                expected = lance.lookup(vector, garment.label, k=5)
-                found = postgres.lookup(vector, garment.label, k=5)
+                expected = lance.searcher.lookup(vector, garment.label, k=5)
+                found = postgres.searcher.lookup(vector, garment.label, k=5)
                 identical += [p.product_id for p in found] == [p.product_id for p in expected]
                 if same_up_to_ties(found, expected):
                     same += 1

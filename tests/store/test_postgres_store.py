@@ -16,6 +16,7 @@ import pytest
 from fashion_search.cli import main
 from fashion_search.errors import MissingDependencyError, StoreError, UsageError
 from fashion_search.store import VectorStore, open_store
+from fashion_search.store.filters import one_of
 from tests.helpers import make_product
 from tests.store.conftest import DATABASE, pg_uri
 from tests.store.pg_server import PASSWORD, PASSWORD_USER, PostgresServer
@@ -258,7 +259,7 @@ def test_filtered_search_after_optimize_matches_exact_search(
     queries = np.random.default_rng(12).standard_normal((20, DIM))
     recalls = []
     for q in queries:
-        hits = s.search(q, 10, category="rare")
+        hits = s.search(q, 10, where=one_of("category", "rare"))
         assert len(hits) == 10 and {h.category for h in hits} == {"rare"}
         recalls.append(recall(hits, exact_top(indexed_rows, q, 10, lambda r: r.category == "rare")))
     assert np.mean(recalls) >= 0.95
@@ -278,9 +279,9 @@ def test_filtered_search_that_comes_back_short_is_repeated_exactly(pg_open: Any)
     s.add_rows_bulk(rows)
     s.optimize()
     q = rows[0].vector
-    hits = s.search(q, 10, category="rare")
+    hits = s.search(q, 10, where=one_of("category", "rare"))
     assert [h.row_id for h in hits] == exact_top(rows, q, 10, lambda r: r.category == "rare")
-    assert len(s.search(q, 50, category="rare")) == 12
+    assert len(s.search(q, 50, where=one_of("category", "rare"))) == 12
 
 
 def test_rows_written_after_optimize_are_found_through_the_index(pg_open: Any) -> None:
@@ -290,7 +291,7 @@ def test_rows_written_after_optimize_are_found_through_the_index(pg_open: Any) -
     probe = np.random.default_rng(15).standard_normal(DIM)
     s.upsert_images([row("late", vector=probe, category="shoes")])
     assert s.search(probe, 1)[0].image_id == "late"
-    assert s.search(probe, 1, category="shoes")[0].image_id == "late"
+    assert s.search(probe, 1, where=one_of("category", "shoes"))[0].image_id == "late"
     s.optimize()  # the index exists: kept, not rebuilt
     assert vector_indexes(s) == [f"{s.table}_vector_hnsw"] and s.count() == 1501
 
@@ -380,7 +381,7 @@ def test_pgvector_missing_from_the_server_is_a_clear_error(
 ) -> None:
     pg_server.sql("postgres", "CREATE DATABASE vector_not_installed")
     # The bundled server has pgvector; asking for an extension it lacks takes the same path.
-    monkeypatch.setattr(postgres, "EXTENSION", "vector_not_on_this_server")
+    monkeypatch.setattr(postgres.schema, "EXTENSION", "vector_not_on_this_server")
     with pytest.raises(StoreError, match="pgvector extension is not installed on the PostgreSQL server"):
         pg_open(pg_uri(pg_server, database="vector_not_installed"))
 

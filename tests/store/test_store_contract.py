@@ -13,7 +13,7 @@ import pytest
 
 from fashion_search.errors import UsageError
 from fashion_search.store import Hit, VectorRow, VectorStore, open_store
-from fashion_search.store.filters import MetadataColumns, evaluate, parse_filter
+from fashion_search.store.filters import MetadataColumns, all_of, evaluate, excluding, one_of, parse_filter
 from tests.store.conftest import StoreFactory
 from tests.store.rows import DIM, exact_top, random_rows, row, unit, vector_indexes
 
@@ -174,7 +174,7 @@ def test_category_filter_returns_only_that_category_and_still_k(store: VectorSto
     rows = random_rows(90)
     store.upsert_images(rows)
     query = rows[0].vector  # a "tops" row: most of its neighbours are other categories
-    hits = store.search(query, 10, category="shoes")
+    hits = store.search(query, 10, where=one_of("category", "shoes"))
     assert len(hits) == 10
     assert {h.category for h in hits} == {"shoes"}
     assert [h.row_id for h in hits] == exact_top(rows, query, 10, lambda r: r.category == "shoes")
@@ -184,10 +184,10 @@ def test_label_filter_returns_only_that_label_and_combines_with_category(store: 
     rows = random_rows(90)
     store.upsert_images(rows)
     query = rows[5].vector
-    hits = store.search(query, 10, label="boot")
+    hits = store.search(query, 10, where=one_of("label", "boot"))
     assert len(hits) == 10 and {h.label for h in hits} == {"boot"}
     assert [h.row_id for h in hits] == exact_top(rows, query, 10, lambda r: r.label == "boot")
-    both = store.search(query, 100, category="bags", label="boot")
+    both = store.search(query, 100, where=all_of(one_of("category", "bags"), one_of("label", "boot")))
     assert both and all(h.category == "bags" and h.label == "boot" for h in both)
     assert len(both) == sum(1 for r in rows if r.category == "bags" and r.label == "boot")
 
@@ -196,16 +196,18 @@ def test_label_filter_accepts_several_labels(store: VectorStore) -> None:
     rows = random_rows(90, labels=("shirt", "boot", "hat"))
     store.upsert_images(rows)
     query = rows[7].vector
-    hits = store.search(query, 20, category=["tops", "bags"], label=["shirt", "hat"])
+    hits = store.search(
+        query, 20, where=all_of(one_of("category", ["tops", "bags"]), one_of("label", ["shirt", "hat"]))
+    )
     wanted = lambda r: r.category in ("tops", "bags") and r.label in ("shirt", "hat")  # noqa: E731
     assert len(hits) == 20 and [h.row_id for h in hits] == exact_top(rows, query, 20, wanted)
-    assert store.search(query, 5, label=[]) == []
+    assert store.search(query, 5, where=one_of("label", [])) == []
 
 
 def test_filter_on_an_unknown_category_returns_nothing(store: VectorStore) -> None:
     store.upsert_images(random_rows(10))
-    assert store.search(np.ones(DIM), 5, category="no such") == []
-    assert store.search(np.ones(DIM), 5, category="it's") == []
+    assert store.search(np.ones(DIM), 5, where=one_of("category", "no such")) == []
+    assert store.search(np.ones(DIM), 5, where=one_of("category", "it's")) == []
 
 
 BRANDS = ("Nike", "Zara", "O'Neill", 'say "hi"', "x' OR 1=1 --")
@@ -248,7 +250,7 @@ def test_metadata_filter_ranks_exactly_the_products_that_pass_it(store: VectorSt
     # Applied before ranking: k hits while enough rows pass, the nearest of those that do.
     assert len(hits) == min(10, len(passing))
     assert [h.row_id for h in hits] == exact_top(passing, query, 10)
-    both = store.search(query, 200, category="shoes", where=where)
+    both = store.search(query, 200, where=all_of(one_of("category", "shoes"), where))
     assert {h.row_id for h in both} == {r.row_id for r in passing if r.category == "shoes"}
 
 
@@ -279,7 +281,7 @@ def test_exclude_product_drops_every_garment_of_that_product(store: VectorStore)
             row("b", 0, vector=-v, product_id="Q"),
         ]
     )
-    hits = store.search(v, 3, exclude_product="P")
+    hits = store.search(v, 3, where=excluding("product_id", "P"))
     assert [h.product_id for h in hits] == ["Q"]
     assert len(store.search(v, 3)) == 3
 
@@ -362,6 +364,59 @@ def test_manifest_round_trip(store: VectorStore) -> None:
     assert open_store(store.uri).read_manifest() == {"schema": 2}
 
 
+def test_manifest_updates_from_two_processes_at_once_are_all_kept(store: VectorStore, tmp_path: Path) -> None:
+    # Each process counts its own key up and a shared one: a read, then a write, loses counts.
+    store.write_manifest({"shared": 0})
+    script = (
+        "import sys\n"
+        "from fashion_search.store import open_store\n"
+        "s = open_store(sys.argv[1])\n"
+        "for _ in range(40):\n"
+        "    s.update_manifest(lambda m: {**m, 'shared': m['shared'] + 1, sys.argv[2]: m.get(sys.argv[2], 0) + 1})\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script, store.uri, name], cwd=tmp_path, stderr=subprocess.PIPE)
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        assert worker.wait(timeout=300) == 0, worker.stderr.read().decode()[-2000:]
+    assert store.read_manifest() == {"shared": 80, "a": 40, "b": 40}
+
+
+def test_a_product_write_changes_the_manifest_given_the_products_previous_garments(store: VectorStore) -> None:
+    store.write_manifest({"seen": []})
+    seen = lambda manifest, previous: {"seen": manifest["seen"] + [sorted(h.row_id for h in previous)]}  # noqa: E731
+    store.replace_product("p", [row("a", product_id="p"), row("a", 1, product_id="p")], seen)
+    store.replace_product("p", [row("b", product_id="p")], seen)
+    store.replace_product("p", [], seen)
+    assert store.read_manifest() == {"seen": [[], ["a#0", "a#1"], ["b#0"]]}
+
+
+# -- ties ---------------------------------------------------------------------------------------
+
+
+def test_equally_near_garments_come_by_product_then_image_at_the_cut_and_after(store: VectorStore) -> None:
+    # The same photo filed under several products (and twice under one), written in an order
+    # that is neither: every store ranks such ties by product id, then image id.
+    same = unit(np.ones(DIM))
+    other = unit(np.arange(DIM, dtype=np.float32))
+    store.upsert_images(
+        [
+            row("img-9", vector=same, product_id="p2"),
+            row("img-3", vector=same, product_id="p3"),
+            row("img-7", vector=same, product_id="p1"),
+            row("img-1", vector=same, product_id="p2"),
+            row("far", vector=other, product_id="p0"),
+        ]
+    )
+    order = [(h.product_id, h.image_id) for h in store.search(same, 5)]
+    assert order[:4] == [("p1", "img-7"), ("p2", "img-1"), ("p2", "img-9"), ("p3", "img-3")]
+    assert [(h.product_id, h.image_id) for h in store.search(same, 2)] == order[:2]
+    assert [(h.product_id, h.image_id) for h in store.search(same, 1, where=excluding("product_id", "p1"))] == [
+        ("p2", "img-1")
+    ]
+
+
 # -- persistence --------------------------------------------------------------------------------
 
 
@@ -403,7 +458,7 @@ def test_optimize_on_a_small_table_keeps_exact_results(store: VectorStore) -> No
     assert vector_indexes(store) == []  # below the threshold: exact search
     after = [[h.row_id for h in store.search(q, 10)] for q in queries]
     assert after == before == [exact_top(rows, q, 10) for q in queries]
-    assert [h.row_id for h in store.search(queries[0], 5, category="bags")] == exact_top(
+    assert [h.row_id for h in store.search(queries[0], 5, where=one_of("category", "bags"))] == exact_top(
         rows, queries[0], 5, lambda r: r.category == "bags"
     )
     # Writes after optimize are searchable before the next optimize.

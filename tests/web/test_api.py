@@ -6,7 +6,6 @@ import io
 import logging
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from PIL import Image
 from fashion_search import SearchEngine, load_catalog
 from fashion_search.pipeline import Component
 from fashion_search.web import Settings, create_app
-from tests.helpers import make_product
+from tests.helpers import eventually, make_product
 
 
 def png(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -249,17 +248,17 @@ def test_healthz_says_unavailable_when_the_store_fails(engine, monkeypatch):
 
 def test_health_categories_and_cached_thumbnails_answer_while_every_search_thread_is_busy(engine, monkeypatch):
     entered, release = threading.Semaphore(0), threading.Event()
-    search = engine.search
+    search = engine.searcher.search
 
     def held_search(*args, **kwargs):
         entered.release()
         release.wait(60)
         return search(*args, **kwargs)
 
-    with TestClient(create_app(engine, Settings(search_threads=2))) as c:
+    with TestClient(create_app(engine, Settings(threads=2))) as c:
         image = upload(c, RED, k=1).json()["garments"][0]["results"][0]["thumbnail"]
         assert c.get(image).status_code == 200  # now cached
-        monkeypatch.setattr(engine, "search", held_search)
+        monkeypatch.setattr(engine.searcher, "search", held_search)
         with ThreadPoolExecutor(8) as pool:
             searches = [pool.submit(upload, c, RED) for _ in range(4)]
             try:
@@ -352,7 +351,7 @@ def test_an_unexpected_error_is_a_bare_500_logged_once(engine, monkeypatch, capl
     def explode(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(engine, "search", explode)
+    monkeypatch.setattr(engine.searcher, "search", explode)
     with TestClient(create_app(engine), raise_server_exceptions=False) as c, caplog.at_level(logging.WARNING):
         response = upload(c, RED)
     body = assert_error(response, 500, "internal_error")
@@ -390,22 +389,24 @@ def test_concurrent_searches_each_get_their_own_results(client):
 
 
 def test_a_running_search_does_not_block_other_requests(engine, monkeypatch):
-    started = threading.Event()
-    real_search = engine.search
+    started, release = threading.Event(), threading.Event()
+    real_search = engine.searcher.search
 
-    def slow_search(*args, **kwargs):
+    def held_search(*args, **kwargs):
         started.set()
-        time.sleep(1.0)
+        release.wait(60)
         return real_search(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "search", slow_search)
-    with TestClient(create_app(engine)) as c, ThreadPoolExecutor(1) as pool:
+    monkeypatch.setattr(engine.searcher, "search", held_search)
+    with TestClient(create_app(engine)) as c, ThreadPoolExecutor(2) as pool:
         pending = pool.submit(upload, c, RED)
-        assert started.wait(5)
-        t0 = time.perf_counter()
-        assert c.get("/api/categories").status_code == 200
-        assert time.perf_counter() - t0 < 0.5
-        assert not pending.done()
+        try:
+            assert started.wait(20)
+            # Answered while the search is still held: it did not wait for it.
+            assert pool.submit(c.get, "/api/categories").result(timeout=20).status_code == 200
+            assert not pending.done()
+        finally:
+            release.set()
         assert pending.result().status_code == 200
 
 
@@ -435,26 +436,34 @@ def test_catalog_images_are_served_with_the_type_of_their_content_not_their_name
 @pytest.mark.parametrize(("budget_images", "most_at_once"), [(1, 1), (2, 2)])
 def test_searches_in_flight_hold_at_most_the_decode_budget_of_pixels(engine, monkeypatch, budget_images, most_at_once):
     pixels = 100 * 120  # RED's
-    running, peak, lock = 0, 0, threading.Lock()
-    search = engine.search
+    running, peak, changed = 0, 0, threading.Lock()
+    release = threading.Event()
+    search = engine.searcher.search
 
     def counted_search(*args, **kwargs):
         nonlocal running, peak
-        with lock:
+        with changed:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.5)  # long enough for the other searches to arrive
+        release.wait(60)
         try:
             return search(*args, **kwargs)
         finally:
-            with lock:
+            with changed:
                 running -= 1
 
-    monkeypatch.setattr(engine, "search", counted_search)
-    settings = Settings(search_threads=4, decode_pixels=budget_images * pixels + pixels // 2)
-    with TestClient(create_app(engine, settings)) as c, ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: upload(c, RED), range(4)))
-    assert all(a.status_code == 200 for a in answers)
+    monkeypatch.setattr(engine.searcher, "search", counted_search)
+    settings = Settings(threads=4, decode_pixels=budget_images * pixels + pixels // 2)
+    app = create_app(engine, settings)
+    budget = app.state.pixel_budget
+    with TestClient(app) as c, ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(upload, c, RED) for _ in range(4)]
+        try:
+            # Every search has either taken its pixels and started, or waits for them.
+            assert eventually(lambda: running + budget.waiting == 4 and running == most_at_once)
+        finally:
+            release.set()
+        assert all(a.result().status_code == 200 for a in answers)
     assert peak == most_at_once
 
 
@@ -464,19 +473,22 @@ def test_a_client_that_sends_its_body_too_slowly_gets_a_408(engine):
     import httpx
 
     app = create_app(engine, Settings(max_upload_bytes=200_000, body_timeout_s=0.5))
+    body_ended = False
 
-    async def slow_body():
+    async def stalled_body():
+        nonlocal body_ended
         yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
-        await asyncio.sleep(2)
+        await asyncio.Event().wait()  # the rest never comes
+        body_ended = True
         yield b"x\r\n--b--\r\n"
 
     async def send() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             headers = {"content-type": "multipart/form-data; boundary=b"}
-            return await client.post("/api/search", content=slow_body(), headers=headers)
+            request = client.post("/api/search", content=stalled_body(), headers=headers)
+            return await asyncio.wait_for(request, 30)  # a server that waited for the body would hang
 
-    started = time.monotonic()
     response = asyncio.run(send())
     assert response.status_code == 408 and response.json()["error"]["code"] == "request_timeout"
-    assert time.monotonic() - started < 1.9  # answered at the deadline, not when the body ended
+    assert not body_ended  # answered at the deadline, with the body still unsent

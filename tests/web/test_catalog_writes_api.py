@@ -177,7 +177,7 @@ def test_the_key_never_reaches_the_log(client, caplog):
 
 def test_a_key_file_that_is_too_short_is_refused(tmp_path):
     from fashion_search.errors import UsageError
-    from fashion_search.web.app import read_api_key
+    from fashion_search.settings import read_api_key
 
     (tmp_path / "key").write_text("short\n")
     with pytest.raises(UsageError, match="at least 16"):
