@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -157,7 +158,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         )
         for path, reason in report.failed:
             print(f"  failed: {path}: {reason}")
-    return 1 if report.total and report.failed and not (report.indexed or report.unchanged) else 0
+    # Nothing read at all (every image failed, or the catalog's folders could not be listed):
+    # a scheduled job must not read that as success.
+    return 1 if report.failed and not (report.indexed or report.unchanged) else 0
 
 
 def _print_result(result: dict) -> None:
@@ -402,7 +405,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         max_upload_bytes=megabytes(args.max_upload_mb),
         max_write_bytes=megabytes(args.max_write_mb),
-        threads=args.threads or None,
+        threads=args.threads,
         api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
         protect_reads=True if args.protect_reads else None,
         uploads=args.uploads,
@@ -435,6 +438,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 DB_HELP = f"the index: a folder, or postgresql://... (default: ${ENV_PREFIX}DB)"
 
 
+def _count(text: str) -> int:
+    """A whole number of 1 or more, as an option's value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of 1 or more, not {text!r}")
+    return value
+
+
+def _amount(text: str) -> float:
+    """A finite positive number, as an option's value (nan, inf and 0 are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"takes a positive number, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-search", description="Visual search for fashion catalogs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
@@ -449,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     _add_crop_arg(p)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_count, default=64)
     p.add_argument("--keep-missing", action="store_true", help="keep indexed images that are no longer in the catalog")
     p.add_argument(
         "--all-garments",
@@ -473,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=_count,
         help="Ray workers, each loading the models once (default: one per 2 CPUs of the cluster)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -482,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="find products like the garments in photos")
     p.add_argument("images", nargs="+", help="query photo(s)")
     p.add_argument("--db", help=DB_HELP)
-    p.add_argument("-k", type=int, default=12, help="results per garment (default 12)")
+    p.add_argument("-k", type=_count, default=12, help="results per garment (default 12)")
     p.add_argument("--category", help="only products of this catalog category")
     p.add_argument(
         "--filter",
@@ -515,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure search with --any-class (default: class-aware search, as search does)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_count, default=64)
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--per-query",
@@ -545,8 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure search with --any-class (default: class-aware search, as search does)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="catalog images per indexing batch")
-    p.add_argument("--threads", type=int, default=2, help="photos decoded, parsed and looked up at once (default 2)")
+    p.add_argument("--batch-size", type=_count, default=64, help="catalog images per indexing batch")
+    p.add_argument("--threads", type=_count, default=2, help="photos decoded, parsed and looked up at once (default 2)")
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--per-query",
@@ -574,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-catalog", help="write the Fashion-MNIST demo catalog (Debian dataset-fashion-mnist)")
     p.add_argument("out", help="folder to write the catalog to")
-    p.add_argument("--per-class", type=int, default=100, help="products per article type (default 100)")
+    p.add_argument("--per-class", type=_count, default=100, help="products per article type (default 100)")
     p.add_argument("--source", default="/usr/share/datasets/fashion-mnist", help="folder with the idx files")
     p.set_defaults(func=cmd_demo_catalog)
 
@@ -589,8 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="default 8000")
-    p.add_argument("--max-upload-mb", type=float, help="largest photo accepted (default 10)")
-    p.add_argument("--threads", type=int, default=0, help="concurrent searches (default: the CPU count, at least 2)")
+    p.add_argument("--max-upload-mb", type=_amount, help="largest photo accepted (default 10)")
+    p.add_argument("--threads", type=_count, help="concurrent searches (default: the CPU count, at least 2)")
     p.add_argument("--no-access-log", action="store_true", help="do not log each request")
     p.add_argument(
         "--api-key-file",
@@ -599,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--protect-reads", action="store_true", help="searches and other reads need the key too")
     p.add_argument("--uploads", help="folder for written products' images (default: uploads/ in a Lance index)")
-    p.add_argument("--max-write-mb", type=float, help="largest catalog write request (default 64)")
+    p.add_argument("--max-write-mb", type=_amount, help="largest catalog write request (default 64)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -615,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DUPLICATE_THRESHOLD,
         help=f"cosine similarity of the images' main garments that counts as a copy (default {DEFAULT_DUPLICATE_THRESHOLD})",
     )
-    p.add_argument("--threads", type=int, default=4, help="lookups run side by side (default 4)")
+    p.add_argument("--threads", type=_count, default=4, help="lookups run side by side (default 4)")
     p.add_argument("--json", action="store_true", help="print the groups as JSON")
     p.set_defaults(func=cmd_duplicates)
 
@@ -655,6 +680,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (OSError, ValueError):  # stdout is not a file (an embedding program's stream)
             pass
         return 141
+    except OSError as exc:
+        # Missing or read-only paths, a full disk: the user's to fix, said on one line.
+        if args.verbose:
+            raise
+        print(f"fashion-search: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _os_error(exc: OSError) -> str:
+    """An operating-system error as one line: what failed, and on which path."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    path = exc.filename if exc.filename is not None else None
+    return f"{reason}: {path}" if path is not None else reason
 
 
 if __name__ == "__main__":  # pragma: no cover

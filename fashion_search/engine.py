@@ -114,7 +114,7 @@ class SearchEngine:
     def index(self, items: Iterable[CatalogItem], **options: Any) -> IndexReport:
         """Index ``items`` (see :meth:`CatalogWriter.index` for ``options``)."""
         report = self.writer.index(items, **options)
-        self._written()
+        self._written(product_write=False)
         return report
 
     def put_product(
@@ -138,9 +138,14 @@ class SearchEngine:
         finally:
             self._written()
 
-    def _written(self) -> None:
-        """The read side learns at once what a write through this engine taught the record."""
-        if self._searcher is not None:
+    def _written(self, product_write: bool = True) -> None:
+        """The read side learns at once what a write through this engine taught the record: the
+        record a product write left (no read), or the store's after an index run."""
+        if self._searcher is None:
+            return
+        if product_write:
+            self._searcher.use_record(self.writer.latest_record)
+        else:
             self._searcher.refresh_record()
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import types
 import typing
@@ -50,11 +51,14 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
         raise UsageError(f"option {key} takes true or false, not {text!r}")
     if annotation in (int, float):
         try:
-            return annotation(text)
+            value = annotation(text)
         except ValueError:
-            raise UsageError(
-                f"option {key} takes a{'n integer' if annotation is int else ' number'}, not {text!r}"
-            ) from None
+            value = None
+        if value is None:
+            raise UsageError(f"option {key} takes a{'n integer' if annotation is int else ' number'}, not {text!r}")
+        if not math.isfinite(value):
+            raise UsageError(f"option {key} takes a finite number, not {text!r}")
+        return value
     if annotation in (Path, os.PathLike):
         return str(Path(text).expanduser().resolve())
     return text  # str, and types a constructor reads from text itself (a class list)

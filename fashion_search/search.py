@@ -174,6 +174,11 @@ class Searcher:
             log.error("the index was rebuilt with other models; restart to load them: %s", "; ".join(changed))
         self.models_changed = changed
 
+    def use_record(self, record: Optional[IndexRecord]) -> None:
+        """Take over the record a write of this process just stored (no store read, so it cannot
+        fail); None: read it again from the store when next needed."""
+        self._record, self._record_read_at = record, time.monotonic()
+
     @property
     def category_classes(self) -> CategoryClasses:
         """Garment classes each catalog category holds, as learned by index runs and writes."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import logging
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, TextIO
 
 from fashion_search.catalog import CatalogItem
 from fashion_search.catalog.uploads import UPLOAD_FINGERPRINT, UploadFolder, content_digest
+from fashion_search.catalog.validation import MAX_PRODUCT_IMAGES, check_product_fields
 from fashion_search.category_classes import CatalogGarmentFilter, CategoryClasses
 from fashion_search.errors import CatalogError, ImageError, UnknownProductError
 from fashion_search.images import MAX_PIXELS, image_format
@@ -29,11 +30,7 @@ from fashion_search.pipeline import Component, GarmentPipeline, pipeline_from_re
 from fashion_search.store import Hit, VectorRow, VectorStore, open_store
 from fashion_search.store.filters import MetadataColumns
 
-# Limits of one catalog write, so that one request cannot hold the server for long.
-MAX_PRODUCT_IMAGES = 20
-MAX_ID_CHARS = 256
-MAX_METADATA_COLUMNS = 100
-MAX_METADATA_CHARS = 64 * 1024
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,41 +47,20 @@ class ProductWrite:
         return asdict(self)
 
 
-def check_product_fields(product_id: str, category: str, metadata: Any) -> dict[str, Any]:
-    """Refuse (:class:`CatalogError`) what cannot be a catalog product; its metadata."""
-    for name, value in (("product id", product_id), ("category", category)):
-        if not isinstance(value, str) or not value.strip():
-            raise CatalogError(f"a product needs a {name}")
-        if len(value) > MAX_ID_CHARS or not value.isprintable():
-            raise CatalogError(f"the {name} must be printable text of at most {MAX_ID_CHARS} characters")
-    metadata = {} if metadata is None else metadata
-    if not isinstance(metadata, dict):
-        raise CatalogError("metadata must be a JSON object of column names to values")
-    if len(metadata) > MAX_METADATA_COLUMNS:
-        raise CatalogError(f"metadata has more than {MAX_METADATA_COLUMNS} columns")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key.strip() or len(key) > MAX_ID_CHARS:
-            raise CatalogError(f"metadata column names must be text of 1 to {MAX_ID_CHARS} characters")
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise CatalogError(f"metadata column {key!r}: values must be text, numbers, true/false or null")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CatalogError(f"metadata column {key!r}: numbers must be finite")
-    if len(json.dumps(metadata, default=str)) > MAX_METADATA_CHARS:
-        raise CatalogError(f"metadata is longer than {MAX_METADATA_CHARS:,} characters")
-    return metadata
-
-
 def _learned_from_write(
     manifest: dict[str, Any], where: str, previous: Sequence[Hit], rows: Sequence[VectorRow], metadata: Optional[dict]
 ) -> dict[str, Any]:
-    """The manifest once one product write is counted: its previous garments' votes taken back,
-    its new ones counted, its metadata columns merged (a scan-free update; an index run
-    re-learns everything)."""
+    """The manifest once one product write is counted: its previous garments' votes and metadata
+    taken back, its new ones counted (a scan-free update; an index run re-learns everything)."""
     if not manifest:  # nothing recorded: nothing was indexed to count against
         return manifest
     record = IndexRecord.from_dict(manifest, where)
     classes = record.classes.updated([vars(h) for h in previous], [vars(r) for r in rows])
-    columns = record.columns.merged(metadata) if metadata else record.metadata_columns
+    removed = [previous[0].metadata] if previous else []
+    added = [metadata or {}] if rows else []
+    columns = record.metadata_columns
+    if columns is not None or any(added):
+        columns = record.columns.updated(removed, added)
     return record.replace(category_classes=classes, metadata_columns=columns).to_dict()
 
 
@@ -97,6 +73,9 @@ class CatalogWriter:
         self.pipeline = pipeline
         self.runner = runner or LocalRunner()
         self._write_lock = threading.Lock()
+        # The record as the last catalog write through this writer left it: what the read side
+        # of the same process takes over without reading the store again.
+        self.latest_record: Optional[IndexRecord] = None
 
     @classmethod
     def create(
@@ -119,6 +98,7 @@ class CatalogWriter:
         if record is not None:
             pipeline = pipeline_from_record(record, embedder, detector, crop, threads)
             if rebuild:
+                probe.check_writable()  # a read-only index is refused before anything is dropped
                 probe.clear()
             elif pipeline.differences(record):
                 # Counted only for the message: a full scan of the store (seconds at 1M rows).
@@ -197,9 +177,12 @@ class CatalogWriter:
     ) -> ProductWrite:
         """Add or replace a catalog product: its ``images`` (encoded files) are kept in
         ``uploads`` under names of the server's choosing, analysed as ``index`` analyses catalog
-        images, and become the product's only stored rows in one atomic store write. The same
-        call twice leaves the same index. Raises :class:`CatalogError` for bad fields and
-        :class:`ImageError` (naming the image) for a file that is not a readable photo."""
+        images, and become the product's only stored rows in one atomic store write, with what
+        the record learns from them. The same call twice leaves the same index.
+
+        Everything that can refuse the write runs before it commits: :class:`CatalogError` for
+        bad fields, :class:`ImageError` (naming the image) for a file that is not a readable
+        photo. Once the rows are committed, nothing raises."""
         metadata = check_product_fields(product_id, category, metadata)
         if not images:
             raise CatalogError("a product needs at least one image")
@@ -211,7 +194,7 @@ class CatalogWriter:
                 formats.append(image_format(data, max_pixels))
             except ImageError as exc:
                 raise ImageError(f"image {n}: {exc}") from None
-        entry = hashlib.sha1(json.dumps([category, metadata], sort_keys=True, default=str).encode()).hexdigest()[:12]
+        entry = hashlib.sha1(json.dumps([category, metadata], sort_keys=True).encode()).hexdigest()[:12]
         with self._write_lock:
             record = record_models(self.store, self.pipeline)  # a new index records its models first
             todo = []
@@ -225,39 +208,52 @@ class CatalogWriter:
             )
             if batch.failed:
                 raise ImageError(f"an image could not be analysed: {batch.failed[0][1]}")
-            where = self.store.uri
-            before = self.store.replace_product(
-                product_id,
-                batch.rows,
-                lambda manifest, previous: _learned_from_write(manifest, where, previous, batch.rows, metadata),
-            )
-            uploads.keep_only(product_id, {item.path for item, _ in todo})
+            before = self._replace(product_id, batch.rows, metadata)
+            self._forget_old_files(uploads, product_id, {item.path for item, _ in todo})
         return ProductWrite(product_id, category, len(todo), len(batch.rows), created=before == 0)
 
     def delete_product(self, product_id: str, uploads: Optional[UploadFolder] = None) -> int:
         """Remove a catalog product (all its images) in one store write, and its uploaded files;
         how many images it had. :class:`UnknownProductError` when the index does not hold it."""
-        where = self.store.uri
         with self._write_lock:
-            removed = self.store.replace_product(
-                product_id, [], lambda manifest, previous: _learned_from_write(manifest, where, previous, [], None)
-            )
-            if uploads is not None:
-                uploads.keep_only(product_id, set())
+            removed = self._replace(product_id, [], None)
             if not removed:
                 raise UnknownProductError(f"unknown product: {product_id!r}")
+            if uploads is not None:
+                self._forget_old_files(uploads, product_id, set())
         return removed
+
+    def _replace(self, product_id: str, rows: Sequence[VectorRow], metadata: Optional[dict[str, Any]]) -> int:
+        """The store write of a product with its record's change (see
+        :meth:`VectorStore.replace_product`); how many images the product had."""
+        where = self.store.uri
+        stored: list[dict[str, Any]] = []
+        self.latest_record = None
+
+        def change(manifest: dict[str, Any], previous: list[Hit]) -> dict[str, Any]:
+            stored[:] = [_learned_from_write(manifest, where, previous, rows, metadata)]
+            return stored[0]
+
+        before = self.store.replace_product(product_id, rows, change)
+        try:
+            self.latest_record = IndexRecord.from_dict(stored[0], where) if stored and stored[0] else None
+        except Exception:  # committed: the read side then reads the record from the store
+            log.exception("%s: the record written with %r could not be read back", where, product_id)
+            self.latest_record = None
+        return before
+
+    @staticmethod
+    def _forget_old_files(uploads: UploadFolder, product_id: str, kept: set) -> None:
+        """Remove the product's files of versions the index no longer holds. After the commit:
+        a file that cannot be removed is logged and left (the next write of the product tries
+        again), never an error of a write that has landed."""
+        try:
+            uploads.keep_only(product_id, kept)
+        except OSError as exc:
+            log.warning("uploads of %r: could not remove old files: %s", product_id, exc)
 
     def close(self) -> None:
         self.store.close()
 
 
-__all__ = [
-    "MAX_ID_CHARS",
-    "MAX_METADATA_CHARS",
-    "MAX_METADATA_COLUMNS",
-    "MAX_PRODUCT_IMAGES",
-    "CatalogWriter",
-    "ProductWrite",
-    "check_product_fields",
-]
+__all__ = ["CatalogWriter", "ProductWrite", "check_product_fields"]

@@ -1,14 +1,19 @@
-"""Coverage-guided fuzzing (atheris) of what reads untrusted input: image decoding and the
-metadata filter parser.
+"""Coverage-guided fuzzing (atheris) of what reads untrusted input: image decoding, the
+metadata filter parser, and the checks of catalog writes.
 
     python scripts/fuzz.py images  --seconds 600 [--corpus DIR]
     python scripts/fuzz.py filters --seconds 600
+    python scripts/fuzz.py writes  --seconds 600
 
 ``images`` feeds bytes to ``load_image`` (what index runs, search, detect and the API decode
 with): an :class:`ImageError` is the documented answer, anything else is a finding. It is seeded
 with the robustness corpus and mutates it (the decoders are C without coverage hooks). ``filters`` feeds text to ``parse_filter``: a :class:`FilterError` is
 the answer to bad text. Text that parses must also translate for both stores, evaluate on sample
-products, and keep its meaning through ``negation_normal_form``. A finding stops the run with its
+products, and keep its meaning through ``negation_normal_form``. ``writes`` feeds bytes to what a
+catalog write's JSON goes through (``parse_json``, then ``check_product_fields`` as metadata and
+``check_bulk_entry`` as a bulk listing's product): a :class:`CatalogError` is the answer, and what
+passes must be storable (UTF-8, JSON) and be counted and taken back exactly by the metadata
+columns a write updates. A finding stops the run with its
 traceback and the input that caused it (saved under ``--artifacts``); the exit status is
 non-zero then. The suite runs each target briefly (tests/robustness/test_fuzz.py).
 """
@@ -16,6 +21,7 @@ non-zero then. The suite runs each target briefly (tests/robustness/test_fuzz.py
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -43,6 +49,11 @@ if "filters" in sys.argv[1:2]:
             negation_normal_form,
             parse_filter,
         )
+if "writes" in sys.argv[1:2]:
+    with atheris.instrument_imports(include=["fashion_search.catalog.validation"]):
+        from fashion_search.catalog.validation import check_bulk_entry, check_product_fields, parse_json
+    from fashion_search.errors import CatalogError
+    from fashion_search.store.filters import MetadataColumns, metadata_tags
 from fashion_search.errors import ImageError  # noqa: E402
 from fashion_search.images import load_image  # noqa: E402
 
@@ -91,9 +102,39 @@ def fuzz_filter(data: bytes) -> None:
             raise AssertionError(f"negation_normal_form changed the meaning of {text!r} for {product}")
 
 
+SEED_WRITES = [
+    '{"brand": "Nike", "price": 49.9, "sizes": null, "new": true}',
+    '{"a": 9007199254740993, "b": "\\ud800", "c": 1e400}',
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+    '{"product_id": "p1", "category": "Tops", "metadata": {"x": 1}, "images": ["f1", "f1"]}',
+]
+
+
+def fuzz_write(data: bytes) -> None:
+    try:
+        value = parse_json(data, "metadata")
+    except CatalogError:
+        return
+    try:
+        check_bulk_entry(value)
+    except CatalogError:
+        pass
+    try:
+        metadata = check_product_fields("p1", "Tops", value)
+    except CatalogError:
+        return
+    json.dumps(metadata, ensure_ascii=False).encode("utf-8")  # every store can hold it
+    metadata_tags(metadata)
+    counted = MetadataColumns.learn([metadata, metadata])
+    if counted.updated(removed=[metadata]).to_dict() != MetadataColumns.learn([metadata]).to_dict():
+        raise AssertionError(f"taking back {metadata!r} did not undo counting it")
+    if counted.updated(removed=[metadata, metadata]).columns:
+        raise AssertionError(f"columns of {metadata!r} outlived its products")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("target", choices=["images", "filters"])
+    ap.add_argument("target", choices=["images", "filters", "writes"])
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--corpus", help="seed inputs (default: the robustness corpus, or the sample filters)")
     ap.add_argument("--artifacts", default=str(ROOT / "artifacts" / "fuzz"))
@@ -109,11 +150,11 @@ def main() -> int:
             for big in ("huge-20000.png", "bomb.png"):
                 (seeds / big).unlink()  # refused at once; they would only slow the fuzzer
         else:
-            for n, text in enumerate(SEED_FILTERS):
+            for n, text in enumerate(SEED_FILTERS if args.target == "filters" else SEED_WRITES):
                 (seeds / f"seed-{n}").write_bytes(text.encode())
     artifacts = Path(args.artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
-    target = fuzz_image if args.target == "images" else fuzz_filter
+    target = {"images": fuzz_image, "filters": fuzz_filter, "writes": fuzz_write}[args.target]
     if args.target == "filters":  # loaded once, before the clock starts
         import fashion_search.store.lance  # noqa: F401
         import fashion_search.store.postgres  # noqa: F401
@@ -123,7 +164,7 @@ def main() -> int:
         f"-max_total_time={args.seconds}",
         f"-artifact_prefix={artifacts}/{args.target}-",
         "-rss_limit_mb=3072",
-        "-max_len=262144" if args.target == "images" else "-max_len=1024",
+        f"-max_len={ {'images': 262144, 'filters': 1024, 'writes': 4096}[args.target] }",
         "-print_final_stats=1",
         "-keep_seed=1",  # the decoders give no coverage: without it the seeds are dropped as redundant
     ]

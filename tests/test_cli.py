@@ -228,3 +228,80 @@ def test_search_filter_keeps_matching_products_and_a_bad_one_is_a_one_line_error
     assert "no metadata column 'colour'" in err and "brand, price" in err and "Traceback" not in err
     assert main(["info", "--db", db]) == 0
     assert "price: number, 15 to 80 (4 products)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["index", "CATALOG", "--batch-size", "0"], "--batch-size"),
+        (["search", "x.jpg", "-k", "-3"], "-k"),
+        (["eval-pairs", "--pairs", "p.csv", "--threads", "two"], "--threads"),
+        (["serve", "--max-upload-mb", "nan"], "--max-upload-mb"),
+        (["serve", "--max-write-mb", "inf"], "--max-write-mb"),
+        (["serve", "--threads", "0"], "--threads"),
+        (["duplicates", "--threads", "0"], "--threads"),
+    ],
+)
+def test_a_numeric_option_out_of_range_is_refused_naming_it(argv, option, tmp_path, capsys):
+    argv = [str(tmp_path) if a == "CATALOG" else a for a in argv]
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--db", str(tmp_path / "db")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "Traceback" not in err
+
+
+def test_rebuilding_a_read_only_index_is_a_one_line_error_that_keeps_it(tiny_catalog, tmp_path, capsys, monkeypatch):
+    from fashion_search.store import lance, open_store
+
+    db = str(tmp_path / "db.lance")
+    assert main(["index", str(tiny_catalog), "--db", db, "--embedder", "test-pixels", "--detector", "foreground"]) == 0
+    garments = open_store(db).count()
+    capsys.readouterr()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "db.lance"))
+
+    monkeypatch.setattr(lance.tempfile, "TemporaryFile", read_only)  # as a read-only folder answers
+    assert main(["index", str(tiny_catalog), "--db", db, "--rebuild"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fashion-search: error: the index folder") and "not writable" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    monkeypatch.undo()
+    assert open_store(db).count() == garments
+
+
+def test_an_io_error_is_one_line_without_a_traceback_unless_verbose(tiny_catalog, tmp_path, capsys, monkeypatch):
+    from fashion_search.store.lance import LanceVectorStore
+
+    db = str(tmp_path / "db.lance")
+    assert main(["index", str(tiny_catalog), "--db", db, "--embedder", "test-pixels", "--detector", "foreground"]) == 0
+    capsys.readouterr()
+
+    def full_disk(self):
+        raise OSError(28, "No space left on device", db)
+
+    monkeypatch.setattr(LanceVectorStore, "clear", full_disk)
+    assert main(["index", str(tiny_catalog), "--db", db, "--rebuild"]) == 2
+    assert capsys.readouterr().err == f"fashion-search: error: No space left on device: {db}\n"
+    with pytest.raises(OSError):
+        main(["-v", "index", str(tiny_catalog), "--db", db, "--rebuild"])
+
+
+def test_a_catalog_whose_folder_cannot_be_read_exits_non_zero(tmp_path, capsys, monkeypatch):
+    from fashion_search import catalog
+
+    root = tmp_path / "catalog"
+    (root / "Tops" / "p1").mkdir(parents=True)
+    make_product((200, 20, 20)).save(root / "Tops" / "p1" / "a.jpg")
+    real = catalog.Path.iterdir
+
+    def unreadable(self):
+        if self == root.resolve():
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(catalog.Path, "iterdir", unreadable)
+    db = str(tmp_path / "db.lance")
+    assert main(["index", str(root), "--db", db, "--embedder", "test-pixels", "--detector", "foreground"]) == 1
+    assert "cannot read folder: Permission denied" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 import pytest
 
+from fashion_search.errors import UsageError
 from fashion_search.registry import Registry, UnknownComponentError
 from fashion_search.store import open_store
 
@@ -67,3 +68,11 @@ def test_a_bad_or_unknown_option_is_refused_with_what_the_component_takes():
         DETECTORS.parse_options("parser", {"min_area": "big"})
     with pytest.raises(UsageError, match="flip takes true or false, not 'maybe'"):
         EMBEDDERS.parse_options("efficientnet-lite2", {"flip": "maybe"})
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e999"])
+def test_a_numeric_option_that_is_not_finite_is_refused_naming_it(text):
+    from fashion_search.registry import DETECTORS
+
+    with pytest.raises(UsageError, match=f"option min_area takes a finite number, not '{text}'"):
+        DETECTORS.parse_options("parser", {"min_area": text})

@@ -99,9 +99,10 @@ class VectorStore(ABC):
         images the product had before.
 
         ``manifest_change(manifest, previous garments)`` is applied to the manifest as
-        :meth:`update_manifest` applies a change: in the same transaction as the rows where the
-        store has transactions across tables (PostgreSQL), right after the rows' commit
-        otherwise (Lance: a crash between the two leaves the manifest to the next index run)."""
+        :meth:`update_manifest` applies a change, and atomically with the rows: in the same
+        transaction where the store has transactions across tables (PostgreSQL), else under the
+        manifest's lock, written first and put back if the rows fail to commit (Lance). Either
+        way nothing runs once the rows are committed, so a committed write never fails."""
 
     @abstractmethod
     def delete_images(self, image_ids: Iterable[str]) -> int:

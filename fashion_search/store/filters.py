@@ -281,6 +281,9 @@ class MetadataColumn:
     values: Optional[list[str]] = None  # a text column's distinct values, when few
     min: Optional[float] = None
     max: Optional[float] = None
+    # Products per value (as text), while the column has few distinct values: what lets a write
+    # take a replaced or removed product's value back exactly. None: too many to count.
+    counts: Optional[dict[str, int]] = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "type": self.kind, "products": self.products}
@@ -288,70 +291,92 @@ class MetadataColumn:
             data.update(min=self.min, max=self.max)
         else:
             data["values"] = self.values
+        if self.counts is not None:
+            data["counts"] = dict(sorted(self.counts.items()))
         return data
+
+    def settled(self) -> "MetadataColumn":
+        """This column with its kind, values and range read again from its counts, where it has
+        them (a number column is one whose every value is a number)."""
+        if self.counts is None:
+            if self.kind == "number":
+                return self
+            return MetadataColumn(self.name, "text", self.products, self.values)
+        numbers = [as_number(value) for value in self.counts]
+        if numbers and all(n is not None for n in numbers):
+            return MetadataColumn(
+                self.name,
+                "number",
+                self.products,
+                None,
+                min(numbers),
+                max(numbers),
+                dict(self.counts),  # type: ignore[type-var]
+            )
+        return MetadataColumn(self.name, "text", self.products, sorted(self.counts), counts=dict(self.counts))
 
 
 @dataclass
 class MetadataColumns:
     """The metadata columns an index's products have, with their types: what filters may name,
     and what the page offers (a picker for a text column with few values, a range for a number
-    column). Learned from the stored products at each index run and kept in the manifest."""
+    column). Learned from the stored products at each index run and kept in the index's record;
+    each catalog write updates it (:meth:`updated`)."""
 
     columns: dict[str, MetadataColumn] = field(default_factory=dict)
 
     @classmethod
     def learn(cls, metadata_per_product: Iterable[Mapping[str, Any]]) -> "MetadataColumns":
-        seen: dict[str, int] = {}
-        numbers: dict[str, list[float]] = {}
-        texts: dict[str, set[str]] = {}
-        for metadata in metadata_per_product:
+        return cls().updated(added=metadata_per_product)
+
+    def updated(
+        self, removed: Iterable[Mapping[str, Any]] = (), added: Iterable[Mapping[str, Any]] = ()
+    ) -> "MetadataColumns":
+        """These columns with the ``removed`` products' metadata taken back and the ``added``
+        products' counted: what a catalog write changes, without a scan of the store. Counts,
+        listed values and columns are exact (a column no product has any more is gone); a
+        number column with more than :data:`MAX_LISTED_VALUES` distinct values keeps its range
+        wide until an index run learns it again."""
+        columns = {
+            name: MetadataColumn(**{**vars(c), "counts": None if c.counts is None else dict(c.counts)})
+            for name, c in self.columns.items()
+        }
+        changes = [(m, -1) for m in removed] + [(m, 1) for m in added]
+        for metadata, sign in changes:
             for name, raw in metadata.items():
                 text = as_text(raw)
                 if text is None:
                     continue
-                seen[name] = seen.get(name, 0) + 1
                 number = as_number(raw)
-                if number is not None:
-                    numbers.setdefault(name, []).append(number)
-                values = texts.setdefault(name, set())
-                if len(values) <= MAX_LISTED_VALUES:
-                    values.add(text)
-        columns = {}
-        for name in sorted(seen):
-            found = numbers.get(name, [])
-            if len(found) == seen[name]:
-                columns[name] = MetadataColumn(name, "number", seen[name], min=min(found), max=max(found))
-            else:
-                values = texts[name]
-                listed = sorted(values) if len(values) <= MAX_LISTED_VALUES else None
-                columns[name] = MetadataColumn(name, "text", seen[name], values=listed)
-        return cls(columns)
-
-    def merged(self, metadata: Mapping[str, Any]) -> "MetadataColumns":
-        """These columns with one more product's ``metadata`` counted: what a catalog write adds,
-        without a scan of the store. A product replaced or removed is not taken back: its
-        values and range stay listed until the next index run re-learns them."""
-        columns = {name: MetadataColumn(**vars(c)) for name, c in self.columns.items()}
-        for name, raw in metadata.items():
-            text = as_text(raw)
-            if text is None:
-                continue
-            number = as_number(raw)
-            column = columns.get(name)
-            if column is None:
-                kind = "number" if number is not None else "text"
-                columns[name] = MetadataColumn(name, kind, 1, None if number is not None else [text], number, number)
-                continue
-            column.products += 1
-            if column.kind == "number" and number is not None:
-                column.min = number if column.min is None else min(column.min, number)
-                column.max = number if column.max is None else max(column.max, number)
-            elif column.kind == "number":
-                # Its other values were numbers, not listed: too many to offer as a picker.
-                column.kind, column.values, column.min, column.max = "text", None, None, None
-            elif column.values is not None and text not in column.values:
-                column.values = sorted(column.values + [text]) if len(column.values) < MAX_LISTED_VALUES else None
-        return MetadataColumns(dict(sorted(columns.items())))
+                column = columns.get(name)
+                if column is None:
+                    if sign < 0:  # never counted (a record older than its rows): nothing to take back
+                        continue
+                    column = columns[name] = MetadataColumn(
+                        name, "number" if number is not None else "text", 0, counts={}
+                    )
+                column.products += sign
+                if column.counts is not None:
+                    left = column.counts.get(text, 0) + sign
+                    if left > 0:
+                        column.counts[text] = left
+                    else:
+                        column.counts.pop(text, None)
+                    if len(column.counts) > MAX_LISTED_VALUES:
+                        column.counts = None
+                elif sign > 0 and column.values is not None and text not in column.values:
+                    # Listed without counts (recorded before counts were kept): values only grow.
+                    grown = sorted(column.values + [text])
+                    column.values = grown if len(grown) <= MAX_LISTED_VALUES else None
+                if sign > 0:  # ranges only widen here; counts, where kept, settle them exactly
+                    if number is None:
+                        column.kind = "text"
+                    else:
+                        column.min = number if column.min is None else min(column.min, number)
+                        column.max = number if column.max is None else max(column.max, number)
+        return MetadataColumns(
+            {name: column.settled() for name, column in sorted(columns.items()) if column.products > 0}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {name: c.to_dict() for name, c in self.columns.items()}
@@ -360,8 +385,15 @@ class MetadataColumns:
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "MetadataColumns":
         columns = {}
         for name, c in (data or {}).items():
+            counts = c.get("counts")
             columns[name] = MetadataColumn(
-                name, c["type"], int(c.get("products", 0)), c.get("values"), c.get("min"), c.get("max")
+                name,
+                c["type"],
+                int(c.get("products", 0)),
+                c.get("values"),
+                c.get("min"),
+                c.get("max"),
+                None if counts is None else {str(k): int(v) for k, v in counts.items()},
             )
         return cls(columns)
 

@@ -17,9 +17,11 @@ Layout and choices:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import fcntl
 import json
+import logging
 import math
 import os
 import random
@@ -71,6 +73,8 @@ from fashion_search.store.filters import (  # noqa: E402
     value_tag,
 )
 from fashion_search.vectors import l2_normalise  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 GARMENTS = "garments"
 MANIFEST = "manifest"
@@ -408,26 +412,47 @@ class LanceVectorStore(VectorStore):
         self, product_id: str, rows: Sequence[VectorRow], manifest_change: Optional[ProductManifestChange] = None
     ) -> int:
         """One commit: a merge that updates and inserts ``rows`` and deletes the product's
-        other rows (or one delete, for empty ``rows``); then ``manifest_change``."""
+        other rows (or one delete, for empty ``rows``). With ``manifest_change``, under the
+        manifest's lock: the changed manifest is written first and put back if the rows fail to
+        commit, so that nothing can fail once the rows have landed."""
         rows = list(rows)
         check_product_rows(product_id, rows)
         table = self._open_garments() if not rows else self._writable()
         if table is None:
             return 0
         where = f"product_id = {sql_str(product_id)}"
-        before = self.get_product(product_id)
-        images_before = len({hit.image_id for hit in before})
-        if not rows:
-            if images_before:
-                _retrying(lambda: table.delete(where))
-        else:
-            merge = table.merge_insert("row_id").when_matched_update_all().when_not_matched_insert_all()
-            if before:
-                merge = merge.when_not_matched_by_source_delete(where)
-            merge.execute(self._to_arrow(rows))
-        if manifest_change is not None and (rows or images_before):
-            self.update_manifest(lambda manifest: manifest_change(manifest, before))
+        with self._manifest_lock() if manifest_change is not None else contextlib.nullcontext():
+            before = self.get_product(product_id)
+            images_before = len({hit.image_id for hit in before})
+            if not rows and not images_before:
+                return 0
+            stored = changed = None
+            if manifest_change is not None:
+                stored = self.read_manifest()
+                changed = manifest_change(copy.deepcopy(stored), before)
+                if changed != stored:
+                    self._write_manifest(changed)
+            try:
+                if not rows:
+                    _retrying(lambda: table.delete(where))
+                else:
+                    merge = table.merge_insert("row_id").when_matched_update_all().when_not_matched_insert_all()
+                    if before:
+                        merge = merge.when_not_matched_by_source_delete(where)
+                    merge.execute(self._to_arrow(rows))
+            except BaseException:
+                if changed != stored:
+                    self._restore_manifest(stored)
+                raise
         return images_before
+
+    def _restore_manifest(self, manifest: Optional[dict[str, Any]]) -> None:
+        """Put back the manifest a failed product write changed (best effort: a second failure
+        leaves the record ahead of the rows until the next index run)."""
+        try:
+            self._write_manifest(manifest or {})
+        except Exception:
+            log.exception("%s: could not put back the manifest after a failed product write", self.uri)
 
     @staticmethod
     def _image_chunks(

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -17,6 +17,7 @@ from fastapi.security import HTTPBearer
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
+from fashion_search.catalog.validation import WriteRequestError, bulk_product_id, check_bulk_entry, parse_json
 from fashion_search.errors import CatalogError, ImageError, UnknownProductError
 from fashion_search.images import IMAGE_FORMATS, load_image
 from fashion_search.search import Searcher, SearchResult
@@ -84,6 +85,19 @@ def check_upload(data: bytes, max_pixels: int) -> int:
             422, "too_many_pixels", f"image has {width}x{height} pixels, more than the {max_pixels:,} allowed"
         )
     return width * height
+
+
+def product_id_in_path(request: Request, product_id: str = Path(description="a catalog product id")) -> str:
+    """The product id of a route's path, refused (422 ``bad_product_id``) unless it is valid
+    UTF-8 once percent-decoded: the server's decoding would otherwise turn the bytes it cannot
+    read into U+FFFD, and two different ids into one."""
+    raw = request.scope.get("raw_path")
+    if raw is not None:
+        try:
+            unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(422, "bad_product_id", "the product id is not valid UTF-8 once percent-decoded") from None
+    return product_id
 
 
 @dataclass
@@ -198,7 +212,7 @@ def _more_like_this(searcher: Searcher, product_id: str, options: SearchOptions)
 )
 async def more_like_this(
     request: Request,
-    product_id: str = Path(description="a catalog product id"),
+    product_id: str = Depends(product_id_in_path),
     options: SearchOptions = Depends(search_options),
 ) -> dict[str, Any]:
     """Products similar to each garment of the product's first image (the product itself
@@ -233,11 +247,11 @@ def _product(searcher: Searcher, product_id: str) -> list[Hit]:
 @router.get(
     "/api/products/{product_id:path}",
     response_model=ProductResponse,
-    responses=_errors(404),
+    responses=_errors(404, 422),
     tags=["catalog"],
     summary="A catalog product",
 )
-async def product(request: Request, product_id: str = Path(description="a catalog product id")) -> dict[str, Any]:
+async def product(request: Request, product_id: str = Depends(product_id_in_path)) -> dict[str, Any]:
     """The product's metadata and its indexed images, each with its stored garments."""
     hits = await run_light(request, _product, request.app.state.searcher, product_id)
     images: dict[str, dict[str, Any]] = {}
@@ -259,13 +273,13 @@ _bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-
 
 
 def _written(request: Request) -> None:
-    """Drop what this server cached of the catalog and read the index's record again: the next
-    request sees the write."""
+    """Drop what this server cached of the catalog and take over the record the write left, so
+    that the next request sees the write. No I/O: it runs after the commit, so cannot fail."""
     state = request.app.state
     state.categories.forget()
     state.image_paths.clear()
     state.thumbnails.clear()
-    state.searcher.refresh_record()
+    state.searcher.use_record(state.writer.latest_record)
 
 
 def _put(request: Request, product_id: str, images: list[bytes], category: str, metadata: Any) -> ProductWrite:
@@ -280,13 +294,14 @@ def _put(request: Request, product_id: str, images: list[bytes], category: str, 
         raise ApiError(422, "bad_image", str(exc)) from None
 
 
-def _metadata(text: Optional[str]) -> Any:
+def _json_field(text: Optional[str], what: str) -> Any:
+    """A form field's JSON (None when empty), or a 422 ``bad_product`` saying why."""
     if text is None or not text.strip():
         return None
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ApiError(422, "bad_product", f"metadata is not JSON: {exc}") from None
+        return parse_json(text, what)
+    except WriteRequestError as exc:
+        raise ApiError(422, exc.code, str(exc)) from None
 
 
 async def _read_images(request: Request, files: list[UploadFile]) -> list[bytes]:
@@ -311,17 +326,19 @@ async def _read_images(request: Request, files: list[UploadFile]) -> list[bytes]
 )
 async def put_product(
     request: Request,
-    product_id: str = Path(description="the product's id in your catalog"),
+    product_id: str = Depends(product_id_in_path),
     images: list[UploadFile] = File(description="its photos (JPEG, PNG, WebP, GIF, BMP or TIFF), one field each"),
     category: str = Form(description="its catalog category"),
     metadata: Optional[str] = Form(None, description='a JSON object, e.g. {"brand": "Nike", "price": 49.9}'),
 ) -> JSONResponse:
     """The product becomes exactly these images, category and metadata, analysed as `index`
     analyses a catalog, in one atomic write: a search sees the old product or the new one.
-    201 when it is new, 200 when it replaced one; sending the same again changes nothing."""
+    201 when it is new, 200 when it replaced one; sending the same again changes nothing.
+    Everything is checked before the write; a 2xx means the product is stored and visible."""
+    fields = _json_field(metadata, "metadata")
     data = await _read_images(request, images)
-    write = await run_cpu(request, _put, request, product_id, data, category, _metadata(metadata))
-    await run_light(request, _written, request)
+    write = await run_cpu(request, _put, request, product_id, data, category, fields)
+    _written(request)
     return JSONResponse(write.to_dict(), status_code=201 if write.created else 200)
 
 
@@ -336,15 +353,15 @@ def _delete(request: Request, product_id: str) -> int:
 @router.delete(
     "/api/products/{product_id:path}",
     response_model=ProductDeleteResponse,
-    responses=_errors(401, 403, 404, 405),
+    responses=_errors(401, 403, 404, 405, 422),
     tags=["catalog writes"],
     summary="Remove a product",
     dependencies=[Depends(_bearer)],
 )
-async def delete_product(request: Request, product_id: str = Path(description="a catalog product id")) -> dict:
+async def delete_product(request: Request, product_id: str = Depends(product_id_in_path)) -> dict:
     """All the product's images leave the index in one write."""
     removed = await run_cpu(request, _delete, request, product_id)
-    await run_light(request, _written, request)
+    _written(request)
     return {"product_id": product_id, "images": removed}
 
 
@@ -369,7 +386,7 @@ MAX_BULK_PRODUCTS = 100
                             "products": {
                                 "type": "string",
                                 "description": "JSON list of {product_id, category, metadata, images: [names of "
-                                "file fields]} (at most 100)",
+                                "file fields]} (at most 100); a file may be named by several products",
                             }
                         },
                         "additionalProperties": {"type": "string", "format": "binary"},
@@ -382,44 +399,65 @@ MAX_BULK_PRODUCTS = 100
 )
 async def bulk_products(request: Request) -> dict:
     """Several products in one request; each is written as `PUT /api/products/{id}` writes it
-    (atomically, on its own), and `results` says per product what happened: a bad product does
-    not stop the others."""
+    (checked whole first, then atomically, on its own), and `results` gives every product its
+    status: a bad product does not stop the others. Each file is read once, however many
+    products name it."""
     limit = request.app.state.settings.max_upload_bytes
     try:
         form = await request.form(max_files=MAX_BULK_PRODUCTS * 20, max_fields=MAX_BULK_PRODUCTS + 10)
     except Exception as exc:  # Starlette's MultiPartException and friends
         raise ApiError(422, "invalid_request", f"not a multipart form: {exc}") from None
+    results: list[dict[str, Any]] = []
     try:
-        listing = json.loads(str(form.get("products") or ""))
-    except ValueError as exc:
-        raise ApiError(422, "bad_product", f"field `products` is not a JSON list: {exc}") from None
-    if not isinstance(listing, list) or not listing or len(listing) > MAX_BULK_PRODUCTS:
-        raise ApiError(422, "bad_product", f"field `products` must list 1 to {MAX_BULK_PRODUCTS} products")
-    results = []
-    for entry in listing:
-        entry = entry if isinstance(entry, dict) else {}
-        product_id = entry.get("product_id")
-        try:
-            names = entry.get("images")
-            if not isinstance(product_id, str) or not isinstance(names, list):
-                raise ApiError(422, "bad_product", "each product needs a product_id and a list of image fields")
-            files = [form.get(str(name)) for name in names]
-            if not all(isinstance(f, StarletteUploadFile) for f in files):
-                raise ApiError(422, "bad_product", "an image field it names is not a file in this request")
-            data = [await f.read(limit + 1) for f in files]  # type: ignore[union-attr]
-            if any(len(d) > limit for d in data):
+        field = form.get("products")
+        listing = _json_field(field if isinstance(field, str) else None, "field `products`")
+        if not isinstance(listing, list) or not listing or len(listing) > MAX_BULK_PRODUCTS:
+            raise ApiError(
+                422, "bad_product", f"field `products` must be a JSON list of 1 to {MAX_BULK_PRODUCTS} products"
+            )
+        files: dict[str, Optional[bytes]] = {}  # None: the file is over the size limit
+
+        async def image(name: str) -> bytes:
+            if name not in files:
+                upload = form.get(name)
+                if not isinstance(upload, StarletteUploadFile):
+                    raise ApiError(422, "bad_product", f"the image field {name!r} is not a file in this request")
+                data = await upload.read(limit + 1)
+                files[name] = data if len(data) <= limit else None
+            data = files[name]
+            if data is None:
                 raise ApiError(413, "upload_too_large", too_large_message(limit))
-            write = await run_cpu(
-                request, _put, request, product_id, data, entry.get("category"), entry.get("metadata")
-            )
-            results.append({**write.to_dict(), "status": 201 if write.created else 200})
-        except ApiError as exc:
-            results.append(
-                {"product_id": product_id, "status": exc.status, "error": error_body(exc.code, exc.message)["error"]}
-            )
-    await form.close()
-    await run_light(request, _written, request)
+            return data
+
+        for entry in listing:
+            product_id = bulk_product_id(entry)
+            try:
+                checked = check_bulk_entry(entry)
+                data = [await image(name) for name in checked.images]
+                write = await run_cpu(
+                    request, _put, request, checked.product_id, data, checked.category, checked.metadata
+                )
+                results.append({**write.to_dict(), "status": 201 if write.created else 200})
+            except CatalogError as exc:
+                results.append(_bulk_error(product_id, 422, "bad_product", str(exc)))
+            except ApiError as exc:
+                results.append(_bulk_error(product_id, exc.status, exc.code, exc.message))
+            except Exception:  # one product's failure is its status, never the others' loss
+                log.exception("bulk write: product %r failed", product_id)
+                results.append(
+                    _bulk_error(product_id, 500, "internal_error", "internal server error; it has been logged")
+                )
+    finally:
+        try:
+            await form.close()
+        except Exception:  # spooled files left to the garbage collector; the statuses stand
+            log.exception("bulk write: the request's files could not be closed")
+        _written(request)
     return {"results": results}
+
+
+def _bulk_error(product_id: Optional[str], status: int, code: str, message: str) -> dict[str, Any]:
+    return {"product_id": product_id, "status": status, "error": error_body(code, message)["error"]}
 
 
 def _health(searcher: Searcher) -> dict[str, Any]:

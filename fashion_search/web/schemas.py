@@ -71,6 +71,9 @@ class FilterColumn(BaseModel):
     values: Optional[list[str]] = Field(None, description="a text column's values, when at most 50")
     min: Optional[float] = None
     max: Optional[float] = None
+    counts: Optional[dict[str, int]] = Field(
+        None, description="products per value, when the column has at most 50 distinct values"
+    )
 
 
 class FiltersResponse(BaseModel):

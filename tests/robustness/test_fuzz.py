@@ -15,7 +15,7 @@ SECONDS = 15
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("target", ["images", "filters"])
+@pytest.mark.parametrize("target", ["images", "filters", "writes"])
 def test_fuzzing_finds_nothing_in_a_short_run(target, tmp_path):
     pytest.importorskip("atheris", reason="atheris is installed by the dev extra on x86_64 Linux only")
     run = subprocess.run(
