@@ -77,6 +77,7 @@ bench: install
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_server.py
+	$(PY) benchmarks/bench_text.py
 
 figures: install
 	$(PY) scripts/render_figures.py

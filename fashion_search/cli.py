@@ -17,7 +17,15 @@ from fashion_search.images import load_image
 from fashion_search.index_record import DEFAULT_CROP
 from fashion_search.indexing import IndexRunner, LocalRunner
 from fashion_search.pipeline import CROP_MODES, Component, model_files
-from fashion_search.registry import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, DETECTORS, EMBEDDERS, Registry
+from fashion_search.registry import (
+    DEFAULT_DETECTOR,
+    DEFAULT_EMBEDDER,
+    DEFAULT_TEXT_ENCODER,
+    DETECTORS,
+    EMBEDDERS,
+    TEXT_ENCODERS,
+    Registry,
+)
 from fashion_search.search import Searcher, describe_index, measured_with
 from fashion_search.settings import ENV_PREFIX, Settings, read_api_key, settings_table
 from fashion_search.store import missing_local_store, open_store
@@ -99,6 +107,26 @@ def _component(registry: Registry, name: Optional[str], raw: dict[str, str], fla
     return Component(name, registry.parse_options(name, raw)) if name else None
 
 
+def _add_text_encoder_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-encoder",
+        help=f"model for words, one of: {', '.join(TEXT_ENCODERS.names())} (default: {DEFAULT_TEXT_ENCODER})",
+    )
+    parser.add_argument(
+        "--text-encoder-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for the text encoder, repeatable (e.g. model_path=my_text_encoder.onnx)",
+    )
+
+
+def _text_encoder(args: argparse.Namespace) -> Optional[Component]:
+    raw = _key_values(args.text_encoder_option, "--text-encoder-option")
+    name = args.text_encoder or (DEFAULT_TEXT_ENCODER if raw else None)
+    return Component(name, TEXT_ENCODERS.parse_options(name, raw)) if name else None
+
+
 def _components(args: argparse.Namespace) -> tuple[Optional[Component], Optional[Component]]:
     if args.weights and not args.embedder:
         raise UsageError("--weights needs --embedder NAME (e.g. --embedder resnet152)")
@@ -164,30 +192,85 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _print_result(result: dict) -> None:
-    print(f"== {result['query']}  ({result['timings_ms'].get('total', 0):.0f} ms)")
-    for garment in result["garments"]:
+    query = result["query"]
+    shown = query if isinstance(query, str) else " + ".join(f"{k} {v!r}" for k, v in query.items() if v is not None)
+    print(f"== {shown}  ({result['timings_ms'].get('total', 0):.0f} ms)")
+    if "results" in result:  # words alone: one list of products
+        _print_products(result["results"], "  ")
+    for garment in result.get("garments", []):
         print(f"  [{garment['label']}] box={garment['box']} score={garment['score']:.2f}")
-        for rank, r in enumerate(garment["results"], 1):
-            print(f"    {rank:>3}. {r['score']:.3f}  {r['product_id']:<16} {r['category']:<24} {r['image']}")
+        _print_products(garment["results"], "    ")
+
+
+def _print_products(products: list[dict], indent: str) -> None:
+    for rank, r in enumerate(products, 1):
+        print(f"{indent}{rank:>3}. {r['score']:.3f}  {r['product_id']:<16} {r['category']:<24} {r['image']}")
+
+
+def _query_lines(path: str) -> list[tuple[Any, Optional[str], Optional[str], Optional[str]]]:
+    """A --queries file's lines as ``(echo, image, text, error)``: what each line asked (to echo
+    it), its photo's path (relative to the file) and its words, or why it cannot be searched."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the queries file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    folder = os.path.dirname(os.path.abspath(path))
+    queries: list[tuple[Any, Optional[str], Optional[str], Optional[str]]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            query = json.loads(line)
+        except ValueError:
+            queries.append((line, None, None, f"line {number} is not JSON"))
+            continue
+        image, text = (query.get("image"), query.get("text")) if isinstance(query, dict) else (None, None)
+        if not isinstance(query, dict) or (image is None and text is None):
+            queries.append((query, None, None, f'line {number} is not {{"image": path}}, {{"text": words}} or both'))
+        elif (image is not None and not isinstance(image, str)) or (text is not None and not isinstance(text, str)):
+            queries.append((query, None, None, f"line {number}: image is a path and text is words, both text"))
+        else:
+            echo = {"image": image, "text": text}
+            queries.append((echo, os.path.join(folder, image) if image else None, text, None))
+    return queries
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.queries and (args.images or args.text is not None):
+        raise UsageError("--queries takes photos and words from its file: give no photos or --text with it")
+    if not args.images and args.text is None and not args.queries:
+        raise UsageError("search needs photos, --text WORDS, or --queries FILE.jsonl")
     embedder, detector = _components(args)
-    searcher = Searcher.open(_db(args), embedder, detector)
+    searcher = Searcher.open(_db(args), embedder, detector, text_encoder=_text_encoder(args))
     where = searcher.parse_filter(args.filter)  # a bad filter fails before any photo is read
+    if args.queries:
+        queries = _query_lines(args.queries)
+    else:
+        photos = args.images or [None]
+        queries = [
+            (image if args.text is None else {"image": image, "text": args.text}, image, args.text, None)
+            for image in photos
+        ]
     failures = 0
-    for image in args.images:
-        try:
-            result = searcher.search(
-                image, k=args.k, category=args.category, same_class=not args.any_class, where=where
-            ).to_dict()
-        except ImageError as exc:
+    for echo, image, text, error in queries:
+        result: dict[str, Any]
+        if error is None:
+            try:
+                found = searcher.search(
+                    image, k=args.k, category=args.category, same_class=not args.any_class, where=where, text=text
+                )
+                found.query = echo
+                result = found.to_dict()
+            except (ImageError, UsageError) as exc:  # this query's own fault; the others go on
+                error = str(exc)
+        if error is not None:
             failures += 1
-            result = {"query": image, "error": str(exc)}
-        if args.json:
+            result = {"query": echo, "error": error}
+        if args.json or args.queries:
             print(json.dumps(result, ensure_ascii=False), flush=True)
         elif "error" in result:
-            print(f"== {image}\n  error: {result['error']}", flush=True)
+            print(f"== {echo}\n  error: {result['error']}", flush=True)
         else:
             _print_result(result)
     return 1 if failures else 0
@@ -412,7 +495,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if not settings.db:
         raise UsageError(f"serve needs --db (or {ENV_PREFIX}DB)")
-    app = create_app(settings.db, settings)  # models load here, before the first request
+    app = create_app(settings.db, settings, text_encoder=_text_encoder(args))  # models load here
     print(
         f"serving {settings.db} at http://{settings.host}:{settings.port}/  (API docs: /docs; Ctrl-C stops)",
         file=sys.stderr,
@@ -504,8 +587,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", help="find products like the garments in photos")
-    p.add_argument("images", nargs="+", help="query photo(s)")
+    p = sub.add_parser(
+        "search",
+        help="find products like the garments in photos, or described by words",
+        description="Photos alone: the products like each garment found. --text alone: the products the "
+        'words describe. Photos and --text: each garment as the words say it ("in red"). --queries: '
+        "one query per line of a JSON-lines file, answered in order as JSON lines.",
+    )
+    p.add_argument("images", nargs="*", help="query photo(s)")
+    p.add_argument("--text", metavar="WORDS", help='words: alone ("red floral dress"), or with photos ("in black")')
+    p.add_argument(
+        "--queries",
+        metavar="FILE.jsonl",
+        help='one query a line: {"image": path}, {"text": words} or both (paths relative to the file); '
+        "one JSON answer a line, each with its query; a bad line answers with its error (exit code 1)",
+    )
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("-k", type=_count, default=12, help="results per garment (default 12)")
     p.add_argument("--category", help="only products of this catalog category")
@@ -521,8 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="let a garment match catalog items of any garment class (default: only the categories "
         "that hold its class, and there garments of its class or a lookalike one)",
     )
-    p.add_argument("--json", action="store_true", help="one JSON object per query image per line")
+    p.add_argument("--json", action="store_true", help="one JSON object per query per line")
     _add_model_args(p)
+    _add_text_encoder_args(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="measure retrieval quality on a labelled catalog")
@@ -625,6 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protect-reads", action="store_true", help="searches and other reads need the key too")
     p.add_argument("--uploads", help="folder for written products' images (default: uploads/ in a Lance index)")
     p.add_argument("--max-write-mb", type=_amount, help="largest catalog write request (default 64)")
+    _add_text_encoder_args(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

@@ -46,9 +46,10 @@ class SearchEngine:
         detector: Optional[Component] = None,
         warm: bool = False,
         crop: Optional[str] = None,
+        text_encoder: Optional[Component] = None,
     ) -> "SearchEngine":
         """Open an existing index for searching (see :meth:`Searcher.open`)."""
-        return cls(searcher=Searcher.open(db, embedder, detector, warm=warm, crop=crop))
+        return cls(searcher=Searcher.open(db, embedder, detector, warm=warm, crop=crop, text_encoder=text_encoder))
 
     @classmethod
     def create(
@@ -88,17 +89,19 @@ class SearchEngine:
 
     def search(
         self,
-        image: ImageSource,
+        image: Optional[ImageSource] = None,
         k: int = 12,
         category: Optional[str] = None,
         query_name: Optional[str] = None,
         same_class: bool = True,
         where: "str | Filter | None" = None,
         max_pixels: int = MAX_PIXELS,
+        text: Optional[str] = None,
     ) -> SearchResult:
-        """The ``k`` most similar products for each garment found in ``image`` (see
+        """The ``k`` most similar products for each garment found in ``image``, as ``text``
+        says them when given, or the products ``text`` alone describes (see
         :meth:`Searcher.search`)."""
-        return self.searcher.search(image, k, category, query_name, same_class, where, max_pixels)
+        return self.searcher.search(image, k, category, query_name, same_class, where, max_pixels, text)
 
     def search_product(
         self,

@@ -58,6 +58,11 @@ class UnknownProductError(FashionSearchError, KeyError):
         return str(self.args[0]) if self.args else "unknown product"
 
 
+class TextSearchError(FashionSearchError, RuntimeError):
+    """Words cannot be searched in this index: its vectors were made by an embedder the text
+    encoder was not trained for."""
+
+
 class CatalogError(FashionSearchError, ValueError):
     """A catalog that cannot be read at all (missing folder, CSV without the needed columns)."""
 
@@ -76,6 +81,7 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "StoreError",
+    "TextSearchError",
     "UnknownComponentError",
     "UnknownProductError",
     "UsageError",

@@ -138,6 +138,8 @@ DETECTORS: Registry = Registry(
         "maskrcnn": "fashion_search.garments.maskrcnn",
     },
 )
+# Text -> vectors in an embedder's space, for text queries.
+TEXT_ENCODERS: Registry = Registry("text encoder", {"minilm-tower": "fashion_search.embed.text_encoder"})
 # Stores are keyed by URI scheme; a bare path means the embedded default.
 STORES: Registry = Registry(
     "vector store",
@@ -152,6 +154,7 @@ STORES: Registry = Registry(
 DEFAULT_EMBEDDER = "garment-head"
 DEFAULT_DETECTOR = "parser"
 DEFAULT_STORE_SCHEME = "lancedb"
+DEFAULT_TEXT_ENCODER = "minilm-tower"
 
 __all__ = [
     "DETECTORS",
@@ -162,5 +165,7 @@ __all__ = [
     "PathLike",
     "Registry",
     "STORES",
+    "TEXT_ENCODERS",
+    "DEFAULT_TEXT_ENCODER",
     "UnknownComponentError",
 ]

@@ -10,23 +10,41 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from fashion_search.category_classes import CategoryClasses
-from fashion_search.errors import EmptyIndexError, FashionSearchError, IndexMismatchError, UnknownProductError
+from fashion_search.errors import (
+    EmptyIndexError,
+    FashionSearchError,
+    IndexMismatchError,
+    UnknownProductError,
+    UsageError,
+)
 from fashion_search.garments import Garment, encode_mask
 from fashion_search.images import MAX_PIXELS, ImageSource
 from fashion_search.index_record import IndexRecord, read_record
 from fashion_search.pipeline import Component, GarmentPipeline, model_files, pipeline_from_record
+from fashion_search.registry import DEFAULT_TEXT_ENCODER, TEXT_ENCODERS
 from fashion_search.store import Hit, VectorStore, hit_order, missing_local_store, open_store
 from fashion_search.store.filters import Filter, MetadataColumns, all_of, excluding, one_of, parse_filter
+from fashion_search.vectors import l2_normalise
+
+if TYPE_CHECKING:
+    from fashion_search.embed.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
+
+# How much the words of a photo-and-words query weigh against the photo's garment (both unit
+# vectors, added, then normalised again).
+TEXT_WEIGHT = 1.0
+# The label a text query's lookup is made with: no garment class, so no class filter.
+TEXT_LABEL = "text"
 
 
 @dataclass
@@ -67,16 +85,23 @@ class GarmentResult:
 
 @dataclass
 class SearchResult:
-    query: str
+    """What one query found: per garment of its photo (``garments``), or, for words alone, one
+    list of products (``results``, with ``garments`` empty). ``query`` names the query: the
+    photo's name, or ``{"image", "text"}`` where a query has words."""
+
+    query: Any
     garments: list[GarmentResult]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    results: Optional[list[ProductResult]] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "garments": [g.to_dict() for g in self.garments],
-            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
-        }
+        data: dict[str, Any] = {"query": self.query}
+        if self.results is not None:
+            data["results"] = [r.to_dict() for r in self.results]
+        else:
+            data["garments"] = [g.to_dict() for g in self.garments]
+        data["timings_ms"] = {k: round(v, 2) for k, v in self.timings_ms.items()}
+        return data
 
 
 def best_per_product(hits: Iterable[Hit], k: int) -> list[ProductResult]:
@@ -105,9 +130,19 @@ def _open_existing(db: str | os.PathLike) -> tuple[VectorStore, str, IndexRecord
 class Searcher:
     """An open index with its models loaded, for searching; safe to share between threads."""
 
-    def __init__(self, store: VectorStore, pipeline: GarmentPipeline, record: Optional[IndexRecord] = None) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        pipeline: GarmentPipeline,
+        record: Optional[IndexRecord] = None,
+        text_encoder: Optional[Component] = None,
+    ) -> None:
         self.store = store
         self.pipeline = pipeline
+        # Words are understood by a model loaded on the first text query (about 25 MB).
+        self.text_encoder_spec = text_encoder or Component(DEFAULT_TEXT_ENCODER)
+        self._text_encoder: Optional[TextEncoder] = None
+        self._text_lock = threading.Lock()
         self._record = record
         self._record_read_at = time.monotonic() if record is not None else 0.0
         # How often the index's record is re-read (None: once). A server sets it, so that
@@ -128,6 +163,7 @@ class Searcher:
         warm: bool = False,
         crop: Optional[str] = None,
         threads: Optional[int] = None,
+        text_encoder: Optional[Component] = None,
     ) -> "Searcher":
         """Open an existing index with the models it was built with (unless others are given).
 
@@ -144,7 +180,7 @@ class Searcher:
             f"Re-embed its catalog with the installed models: fashion-search index "
             f"CATALOG --db {shown} --rebuild (or use the models that built it).",
         )
-        searcher = cls(store, pipeline, record)
+        searcher = cls(store, pipeline, record, text_encoder)
         if warm:
             store.warm()
         return searcher
@@ -273,24 +309,54 @@ class Searcher:
             return [one(q) for q in queries]
         return list(self._lookup_pool.map(one, queries))
 
+    @property
+    def text_encoder(self) -> "TextEncoder":
+        """The model that turns words into this index's vectors, loaded on first use; refused
+        (:class:`TextSearchError`) for an index another embedder built."""
+        with self._text_lock:
+            if self._text_encoder is None:
+                spec = self.text_encoder_spec
+                options = dict(spec.options)
+                if self.pipeline.threads is not None:
+                    options.setdefault("threads", self.pipeline.threads)
+                encoder = TEXT_ENCODERS.create(spec.name, **options)
+                encoder.check_embedder(self.pipeline.embedder.identity(), self.store.shown_as(self.store.uri))
+                self._text_encoder = encoder
+            return self._text_encoder
+
     def search(
         self,
-        image: ImageSource,
+        image: Optional[ImageSource] = None,
         k: int = 12,
         category: Optional[str] = None,
         query_name: Optional[str] = None,
         same_class: bool = True,
         where: "str | Filter | None" = None,
         max_pixels: int = MAX_PIXELS,
+        text: Optional[str] = None,
     ) -> SearchResult:
         """The ``k`` most similar products for each garment found in ``image``, only among
         products whose metadata passes ``where`` when given (e.g. ``'brand = "Nike" and
-        price < 50'``; see :mod:`fashion_search.store.filters`)."""
+        price < 50'``; see :mod:`fashion_search.store.filters`).
+
+        With ``text`` too, each garment is searched for what the photo shows as the words say
+        it (its vector and the words' added, :data:`TEXT_WEIGHT`); with ``text`` alone, the
+        ``k`` products the words describe (``results`` of the answer)."""
+        if image is None and text is None:
+            raise UsageError("a search needs a photo, words, or both")
         metadata_filter = self.parse_filter(where)  # before any model runs: a typo fails fast
+        if image is None:
+            return self.search_text(str(text), k, category, metadata_filter)
         timings: dict[str, float] = {}
         started = time.perf_counter()
+        words = None
+        if text is not None:
+            words = self.text_encoder.encode([text])[0]
+            timings["text"] = (time.perf_counter() - started) * 1e3
         prepared = self.pipeline.prepare(image, timings=timings, max_pixels=max_pixels)
         [vectors] = self.pipeline.embed_prepared([prepared], timings)
+        if words is not None:
+            vectors = l2_normalise(vectors + TEXT_WEIGHT * words[None, :])
         looked_up = time.perf_counter()
         found = self._lookups(
             [(v, g.label) for g, v in zip(prepared.garments, vectors)], k, category, same_class, where=metadata_filter
@@ -303,7 +369,26 @@ class Searcher:
             if query_name is not None
             else (str(image) if isinstance(image, (str, os.PathLike)) else "<image>")
         )
-        return SearchResult(query=name, garments=results, timings_ms=timings)
+        query: Any = name if text is None else {"image": name, "text": text}
+        return SearchResult(query=query, garments=results, timings_ms=timings)
+
+    def search_text(
+        self,
+        text: str,
+        k: int = 12,
+        category: Optional[str] = None,
+        where: "str | Filter | None" = None,
+    ) -> SearchResult:
+        """The ``k`` products the words describe best, each by its best-matching garment, over
+        every garment class (or the ``category`` given), only among products passing ``where``."""
+        metadata_filter = self.parse_filter(where)
+        started = time.perf_counter()
+        vector = self.text_encoder.encode([text])[0]
+        encoded = time.perf_counter()
+        products = self.lookup(vector, TEXT_LABEL, k, category, same_class=False, where=metadata_filter)
+        done = time.perf_counter()
+        timings = {"text": (encoded - started) * 1e3, "lookup": (done - encoded) * 1e3, "total": (done - started) * 1e3}
+        return SearchResult(query={"image": None, "text": text}, garments=[], timings_ms=timings, results=products)
 
     def search_product(
         self,

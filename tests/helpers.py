@@ -16,8 +16,9 @@ import numpy as np
 from PIL import Image
 
 from fashion_search.embed import Embedder
+from fashion_search.errors import TextSearchError
 from fashion_search.garments import Garment, GarmentDetector
-from fashion_search.registry import DETECTORS, EMBEDDERS
+from fashion_search.registry import DETECTORS, EMBEDDERS, TEXT_ENCODERS
 from fashion_search.vectors import l2_normalise
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -76,6 +77,40 @@ class ColourGarmentDetector(GarmentDetector):
         return sorted(found, key=lambda g: -g.mask.sum())
 
 
+# Words the stand-in text encoder knows, as the colour of a product shot.
+WORD_COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "black": (10, 10, 10)}
+
+
+class WordsEncoder:
+    """A stand-in text encoder for indexes of ``test-pixels``: a colour word becomes the vector of
+    a product shot of that colour; several words, the mean of theirs."""
+
+    name = "test-words"
+
+    def __init__(self, size: int = 8) -> None:
+        self.pixels = PixelEmbedder(size)
+        self.dim = self.pixels.dim
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "embedder": "test-pixels"}
+
+    def check_embedder(self, embedder_identity: dict[str, Any], where: str) -> None:
+        if embedder_identity.get("name") != "test-pixels":
+            raise TextSearchError(f"the index at {where} was not built by test-pixels")
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        from fashion_search.embed.text_encoder import check_text
+
+        rows = []
+        for text in texts:
+            colours = [WORD_COLOURS[w] for w in check_text(text).lower().split() if w in WORD_COLOURS]
+            # What the foreground detector cuts out of a product shot: the colour alone.
+            images = [Image.new("RGB", (32, 40), c) for c in colours] or [Image.new("RGB", (32, 40), (128, 128, 128))]
+            rows.append(self.pixels.embed(images).mean(axis=0))
+        return l2_normalise(np.stack(rows))
+
+
+TEXT_ENCODERS.register("test-words")(WordsEncoder)
 EMBEDDERS.register("test-pixels")(PixelEmbedder)
 EMBEDDERS.register("test-slow-pixels")(SlowPixelEmbedder)
 DETECTORS.register("test-colour-garments")(ColourGarmentDetector)

@@ -30,6 +30,10 @@ def test_the_wheel_holds_the_package_and_its_models_but_no_tests(tmp_path):
         "fashion_search/embed/models/garment_head.onnx",
         "fashion_search/embed/models/GARMENT_HEAD.md",
         "fashion_search/embed/models/garment_head.recipe.toml",
+        "fashion_search/embed/models/text_encoder.onnx",
+        "fashion_search/embed/models/text_tokenizer.json",
+        "fashion_search/embed/models/text_encoder.recipe.toml",
+        "fashion_search/embed/models/TEXT_ENCODER.md",
         "fashion_search/web/static/index.html",
     ):
         assert shipped in names

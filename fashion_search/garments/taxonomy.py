@@ -219,6 +219,40 @@ ARTICLE_TYPE_TO_CLASS: dict[str, str] = {
 }
 
 
+# Basic colour terms (Berlin and Kay's eleven, with beige, which fashion names as its own): the
+# vocabulary colours are judged and tagged by. Kaggle's 44 base colours map onto them by hue;
+# "Multi" and unnamed colours map to none. Metallic finishes go to the colour they look:
+# silver and steel grey, gold yellow, bronze and copper brown.
+BASIC_COLOURS = (
+    "black",
+    "white",
+    "grey",
+    "red",
+    "pink",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "purple",
+    "brown",
+    "beige",
+)
+KAGGLE_BASIC_COLOUR: dict[str, str] = {
+    **{n: "black" for n in ("Black",)},
+    **{n: "white" for n in ("White", "Off White", "Cream")},
+    **{n: "grey" for n in ("Grey", "Charcoal", "Grey Melange", "Steel", "Silver", "Metallic")},
+    **{n: "red" for n in ("Red", "Maroon", "Burgundy")},
+    **{n: "pink" for n in ("Pink", "Magenta", "Peach")},
+    **{n: "orange" for n in ("Orange", "Rust")},
+    **{n: "yellow" for n in ("Yellow", "Mustard", "Gold")},
+    **{n: "green" for n in ("Green", "Olive", "Sea Green", "Fluorescent Green")},
+    **{n: "blue" for n in ("Blue", "Navy Blue", "Teal", "Turquoise Blue")},
+    **{n: "purple" for n in ("Purple", "Lavender", "Mauve")},
+    **{n: "brown" for n in ("Brown", "Coffee Brown", "Tan", "Taupe", "Bronze", "Copper")},
+    **{n: "beige" for n in ("Beige", "Khaki", "Nude", "Skin")},
+}
+
+
 def class_index(name: str) -> int:
     return PARSER_CLASSES.index(name)
 

@@ -436,6 +436,67 @@ def cmd_embedder(args: argparse.Namespace) -> int:
     return 0
 
 
+TEXT_OPTIONS = (
+    "hidden",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "temperature",
+    "name_share",
+    "dropout",
+    "max_length",
+    "seed",
+)
+
+
+def _text_encoder_args(p: argparse.ArgumentParser) -> None:
+    from fashion_search.training.text.train import TextConfig
+
+    defaults = TextConfig()
+    p.add_argument(
+        "--recipe",
+        help="TOML file of options (the shipped one's: fashion_search/embed/models/text_encoder.recipe.toml)",
+    )
+    p.add_argument("--kaggle", help="folder of product shots with labels.csv (productDisplayName and labels)")
+    p.add_argument(
+        "--exclude-ids",
+        default="splits/kaggle_validation_ids.txt",
+        help="ids no text of which is trained on (default: the validation half, splits/kaggle_validation_ids.txt)",
+    )
+    p.add_argument(
+        "--output", help="run folder: cached garment vectors, text_encoder.onnx, its tokenizer, summary.json"
+    )
+    for name in TEXT_OPTIONS:
+        value = getattr(defaults, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    p.add_argument("--threads", type=int, default=2, help="threads that decode and parse, and torch's (default 2)")
+
+
+def cmd_text_encoder(args: argparse.Namespace) -> int:
+    try:
+        from fashion_search.training.embedder.pairs import read_ids
+        from fashion_search.training.text.train import TextConfig, train_text_encoder
+    except ImportError as exc:
+        raise missing_train_extra(exc) from exc
+
+    logging.getLogger("fashion_search").setLevel(logging.INFO)
+    if not args.kaggle or not args.output:
+        raise UsageError("train text-encoder needs --kaggle DIR (labels.csv with product names) and --output DIR")
+    config = TextConfig(**{name: getattr(args, name) for name in TEXT_OPTIONS})
+    output = Path(args.output)
+    summary = train_text_encoder(Path(args.kaggle), output, config, read_ids(args.exclude_ids), workers=args.threads)
+    options = {name: getattr(args, name) for name in (*TEXT_OPTIONS, "kaggle", "exclude_ids")}
+    (output / "recipe.toml").write_text(
+        recipe_text(
+            options,
+            "Recipe of this text encoder: `fashion-search train text-encoder --recipe recipe.toml --output DIR`",
+        )
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The command's parser, and each subcommand's by name."""
     from fashion_search.embed.onnx_cnn import DEFAULT_MODEL_PATH
@@ -465,6 +526,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     _embedder_args(p)
     p.set_defaults(func=cmd_embedder)
+
+    p = sub.add_parser(
+        "text-encoder",
+        help="train the text encoder: product names and label captions mapped into the garment head's space",
+    )
+    _text_encoder_args(p)
+    p.set_defaults(func=cmd_text_encoder)
 
     p = sub.add_parser(
         "evaluate-parser",

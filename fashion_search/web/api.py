@@ -18,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from fashion_search.catalog.validation import WriteRequestError, bulk_product_id, check_bulk_entry, parse_json
-from fashion_search.errors import CatalogError, ImageError, UnknownProductError
+from fashion_search.embed.text_encoder import MAX_TEXT_CHARS
+from fashion_search.errors import CatalogError, ImageError, TextSearchError, UnknownProductError, UsageError
 from fashion_search.images import IMAGE_FORMATS, load_image
 from fashion_search.search import Searcher, SearchResult
 from fashion_search.store import Hit
@@ -59,9 +60,11 @@ def _urls(request: Request, image_id: str) -> dict[str, str]:
 
 def _search_json(request: Request, result: SearchResult, query_image_id: Optional[str] = None) -> dict[str, Any]:
     data = result.to_dict()
-    for garment_json, garment in zip(data["garments"], result.garments):
+    for garment_json, garment in zip(data.get("garments", []), result.garments):
         for result_json, product in zip(garment_json["results"], garment.results):
             result_json.update(_urls(request, product.image_id))
+    for result_json, product in zip(data.get("results", []), result.results or []):
+        result_json.update(_urls(request, product.image_id))
     data["query_image"] = _urls(request, query_image_id)["image"] if query_image_id else None
     return data
 
@@ -109,7 +112,13 @@ class SearchOptions:
 
 
 def _search_upload(
-    searcher: Searcher, data: bytes, budget: PixelBudget, max_pixels: int, options: SearchOptions, name: str
+    searcher: Searcher,
+    data: bytes,
+    budget: PixelBudget,
+    max_pixels: int,
+    options: SearchOptions,
+    name: str,
+    text: Optional[str] = None,
 ) -> SearchResult:
     pixels = check_upload(data, max_pixels)
     try:
@@ -121,9 +130,14 @@ def _search_upload(
                 query_name=name,
                 same_class=options.same_class,
                 where=options.where,
+                text=text if text and text.strip() else None,
             )
     except ImageError as exc:
         raise ApiError(422, "corrupt_image", f"the image could not be decoded: {exc}") from None
+    except UsageError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    except TextSearchError as exc:
+        raise ApiError(422, "text_search_unavailable", str(exc)) from None
 
 
 async def _known_category(request: Request, category: Optional[str]) -> Optional[str]:
@@ -164,17 +178,32 @@ async def search_options(
     "/api/search",
     response_model=SearchResponse,
     responses=_errors(413, 415, 422),
-    summary="Search by photo",
+    summary="Search by photo, by words, or both",
     tags=["search"],
 )
 async def search(
     request: Request,
-    image: UploadFile = File(description="the photo (multipart field `image`): JPEG, PNG, WebP, GIF, BMP or TIFF"),
+    image: Optional[UploadFile] = File(
+        None, description="the photo (multipart field `image`): JPEG, PNG, WebP, GIF, BMP or TIFF"
+    ),
+    text: Optional[str] = Form(
+        None,
+        max_length=MAX_TEXT_CHARS,
+        description='words: alone ("red floral dress"), or with the photo ("in black") to search each garment '
+        "as the words say it",
+    ),
     options: SearchOptions = Depends(search_options),
 ) -> dict[str, Any]:
-    """The `k` most similar catalog products for each garment found in the photo; the same
-    schema as the CLI's `--json`, with image URLs instead of server paths."""
+    """With a photo: the `k` most similar catalog products for each garment found in it (as the
+    words say it, when `text` is sent too). With `text` alone: the `k` products the words
+    describe, as `results`. The same schema as the CLI's `--json`, with image URLs instead of
+    server paths."""
     state = request.app.state
+    if image is None and (text is None or not text.strip()):
+        raise ApiError(422, "invalid_request", "send a photo (field `image`), words (field `text`), or both")
+    if image is None:
+        result = await run_cpu(request, _search_text, state.searcher, str(text), options)
+        return _search_json(request, result)
     limit = state.settings.max_upload_bytes
     data = await image.read(limit + 1)
     if len(data) > limit:
@@ -188,8 +217,18 @@ async def search(
         state.settings.max_pixels,
         options,
         image.filename or "upload",
+        text,
     )
     return _search_json(request, result)
+
+
+def _search_text(searcher: Searcher, text: str, options: SearchOptions) -> SearchResult:
+    try:
+        return searcher.search_text(text, k=options.k, category=options.category, where=options.where)
+    except UsageError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    except TextSearchError as exc:
+        raise ApiError(422, "text_search_unavailable", str(exc)) from None
 
 
 def _more_like_this(searcher: Searcher, product_id: str, options: SearchOptions) -> tuple[SearchResult, str]:

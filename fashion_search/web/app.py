@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fashion_search.catalog.uploads import UploadFolder
 from fashion_search.engine import SearchEngine
 from fashion_search.errors import UsageError
+from fashion_search.pipeline import Component
 from fashion_search.search import Searcher
 from fashion_search.settings import Settings
 from fashion_search.web.api import router
@@ -39,10 +40,14 @@ from fashion_search.writer import CatalogWriter
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def create_app(index: Union[SearchEngine, Searcher, str, os.PathLike], settings: Optional[Settings] = None) -> FastAPI:
+def create_app(
+    index: Union[SearchEngine, Searcher, str, os.PathLike],
+    settings: Optional[Settings] = None,
+    text_encoder: Optional[Component] = None,
+) -> FastAPI:
     """The web app over an open index (a :class:`SearchEngine` or a :class:`Searcher`), or over
     the index at a path (opened here, with its models loaded and the store warmed, so the first
-    request is as fast as the rest)."""
+    request is as fast as the rest; words are read by ``text_encoder``, default the shipped one)."""
     settings = settings or Settings()
     owned = not isinstance(index, (SearchEngine, Searcher))
     if isinstance(index, SearchEngine):
@@ -50,7 +55,7 @@ def create_app(index: Union[SearchEngine, Searcher, str, os.PathLike], settings:
     elif isinstance(index, Searcher):
         searcher = index
     else:
-        searcher = Searcher.open(index, warm=True)
+        searcher = Searcher.open(index, warm=True, text_encoder=text_encoder)
     # Writes share the searcher's store and models: one set per server.
     writer = CatalogWriter(searcher.store, searcher.pipeline) if settings.api_key else None
 

@@ -8,7 +8,7 @@ result also carries its ``image_id`` and a ``thumbnail`` URL.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field
 
@@ -48,10 +48,18 @@ class GarmentMatches(BaseModel):
     results: list[ProductHit]
 
 
+class TextQuery(BaseModel):
+    image: Optional[str] = Field(None, description="the photo's name, when the query has one")
+    text: Optional[str] = Field(None, description="the words")
+
+
 class SearchResponse(BaseModel):
-    query: str
+    query: Union[str, TextQuery] = Field(description="the photo's name, or the photo and words of a query with words")
     query_image: Optional[str] = Field(None, description="URL of the catalog image used as the query (more like this)")
-    garments: list[GarmentMatches]
+    garments: Optional[list[GarmentMatches]] = Field(
+        None, description="per garment found in the photo (absent for words alone)"
+    )
+    results: Optional[list[ProductHit]] = Field(None, description="the products words alone describe")
     timings_ms: dict[str, float]
 
 

@@ -113,7 +113,8 @@ def server(zalora_photos: list[Path], tmp_path_factory: pytest.TempPathFactory) 
     db = tmp_path_factory.mktemp("browser") / "zalora.lance"
     SearchEngine.create(db, embedder=Component("test-pixels", {}), detector=Component("test-halves", {})).index(items)
     port = free_port()
-    config = uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    app = create_app(db, text_encoder=Component("test-words", {}))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -176,6 +177,22 @@ def test_uploading_a_photo_shows_outlined_garments_and_result_cards(page, zalora
     assert " ms" in page.inner_text("#status-text")
     assert page.is_hidden("#spinner") and page.is_hidden("#error")
     screenshot(page, "search-desktop")
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_words_alone_show_one_grid_and_with_a_photo_refine_its_garments(page, zalora_photos):
+    page.fill("#text", "black")
+    page.press("#text", "Enter")
+    page.wait_for_selector(".result-card")
+    assert page.locator(".garment-results").count() == 1 and page.is_hidden("#photo")
+    assert "“black”" in page.inner_text(".garment-results h2") and "product" in page.inner_text("#status-text")
+    page.set_input_files("#file", str(zalora_photos[1]))  # the words now refine the photo
+    page.wait_for_selector("#photo-boxes g.garment")
+    assert page.locator(".garment-results").count() == 2
+    assert "“black”" in page.inner_text("#photo-caption")
+    page.click("#clear-photo")  # back to the words alone
+    page.wait_for_function("() => document.querySelectorAll('.garment-results').length === 1")
+    assert page.is_hidden("#photo") and page.is_hidden("#clear-photo")
     assert page.errors == []  # type: ignore[attr-defined]
 
 

@@ -1,5 +1,6 @@
-// The search page: sends a photo (or a catalog product) to the JSON API and shows, per garment
-// found, an outline on the photo and a grid of similar products. Plain JS, no build step.
+// The search page: sends a photo, words, or both (or a catalog product) to the JSON API and
+// shows, per garment found, an outline on the photo and a grid of similar products; for words
+// alone, one grid. Plain JS, no build step.
 "use strict";
 
 (() => {
@@ -10,6 +11,7 @@
     spinner: $("spinner"), statusText: $("status-text"), error: $("error"), notice: $("notice"),
     photo: $("photo"), photoImg: $("photo-img"), masks: $("photo-masks"), boxes: $("photo-boxes"),
     caption: $("photo-caption"), chips: $("garments"), results: $("results"),
+    words: $("words"), text: $("text"), clearPhoto: $("clear-photo"),
   };
   const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#0fa5a5", "#c71585", "#808000"];
   const SVG = "http://www.w3.org/2000/svg";
@@ -21,6 +23,7 @@
     empty_file: "That file is empty. Please choose a photo.",
     unknown_product: "That product is no longer in the catalog.",
     unknown_category: "That category is not in the catalog.",
+    text_search_unavailable: "This catalog cannot be searched by words yet.",
   };
   // Metadata filters the catalog allows: a picker per text column with few values, a range
   // per number column (from GET /api/filters); each contributes one condition.
@@ -31,6 +34,7 @@
   // page always shows the last thing the shopper asked for.
   let searchSeq = 0;
   let photoUrl = null;
+  let photoFile = null;  // the photo words refine, until "Words only"
   let focused = null;
   let lastQuery = null;  // re-runs the current search when an option changes
 
@@ -79,13 +83,40 @@
   function searchPhoto(file) {
     if (photoUrl) URL.revokeObjectURL(photoUrl);
     photoUrl = URL.createObjectURL(file);
+    photoFile = file;
+    els.clearPhoto.hidden = false;
     lastQuery = () => {
       const body = new FormData();
       body.append("image", file, file.name || "pasted-photo.png");
-      return run(`/api/search?${params()}`, body, photoUrl, `Your photo${file.name ? `: ${file.name}` : ""}`);
+      const words = els.text.value.trim();
+      if (words) body.append("text", words);
+      const caption = `Your photo${file.name ? `: ${file.name}` : ""}${words ? `, “${words}”` : ""}`;
+      return run(`/api/search?${params()}`, body, photoUrl, caption);
     };
     return lastQuery();
   }
+
+  // Words alone search the catalog; with a photo chosen, they say how its garments should be.
+  function searchWords() {
+    const words = els.text.value.trim();
+    if (photoFile) return searchPhoto(photoFile);
+    if (!words) { showError("Type some words, or choose a photo."); return; }
+    lastQuery = () => {
+      const body = new FormData();
+      body.append("text", words);
+      return run(`/api/search?${params()}`, body, null, `“${words}”`);
+    };
+    return lastQuery();
+  }
+
+  els.words.addEventListener("submit", (e) => { e.preventDefault(); searchWords(); });
+  els.clearPhoto.addEventListener("click", () => {
+    photoFile = null;
+    els.clearPhoto.hidden = true;
+    els.photo.hidden = true;
+    els.chips.hidden = true;
+    if (els.text.value.trim()) searchWords();
+  });
 
   function searchProduct(productId, label) {
     lastQuery = () => run(`/api/search/product/${encodeURIComponent(productId)}?${params()}`, null, null,
@@ -118,10 +149,39 @@
       return;
     }
     const elapsed = performance.now() - started;
+    const timing = `searched in ${Math.round(elapsed)} ms (server ${Math.round(data.timings_ms.total || 0)} ms)`;
+    if (data.results) {  // words alone
+      renderProducts(data.results, caption);
+      els.statusText.textContent = `${data.results.length} product${data.results.length === 1 ? "" : "s"} · ${timing}`;
+      return;
+    }
     render(data, imageUrl || data.query_image, caption);
     const garments = data.garments.length;
-    els.statusText.textContent = `${garments} garment${garments === 1 ? "" : "s"} · searched in ` +
-      `${Math.round(elapsed)} ms (server ${Math.round(data.timings_ms.total || 0)} ms)`;
+    els.statusText.textContent = `${garments} garment${garments === 1 ? "" : "s"} · ${timing}`;
+  }
+
+  function renderProducts(results, caption) {
+    focused = null;
+    els.photo.hidden = true;
+    els.chips.hidden = true;
+    const section = document.createElement("section");
+    section.className = "garment-results";
+    section.setAttribute("aria-label", `Products for ${caption}`);
+    const heading = document.createElement("h2");
+    heading.textContent = caption;
+    section.append(heading);
+    if (!results.length) {
+      const none = document.createElement("p");
+      none.className = "no-results";
+      none.textContent = "No products match these words.";
+      section.append(none);
+    } else {
+      const grid = document.createElement("ul");
+      grid.className = "grid";
+      for (const r of results) grid.append(card(r));
+      section.append(grid);
+    }
+    els.results.replaceChildren(section);
   }
 
   function setBusy(busy) {

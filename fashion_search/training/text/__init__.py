@@ -1,0 +1,1 @@
+"""Training the text encoder: words aligned with the garment vectors an index stores."""
