@@ -305,7 +305,7 @@ class LanceVectorStore(VectorStore):
             if int(dim) <= 0:
                 raise ValueError(f"dim must be positive, not {dim}")
             self.dim = int(dim)
-            self._table = self._db.create_table(GARMENTS, schema=garments_schema(self.dim), exist_ok=True)
+            self._table = self._create_garments()
 
     def shown_as(self, given: str) -> str:
         return given  # a folder, as the user wrote it
@@ -331,12 +331,25 @@ class LanceVectorStore(VectorStore):
                 self.dim = self._table.schema.field("vector").type.list_size
         return self._table
 
+    def _create_garments(self) -> lancedb.table.Table:
+        """Create the garments table for ``self.dim``-d vectors, or open the one another process
+        created at the same moment (Lance then refuses ``exist_ok`` for a schema it stored with
+        other field details; the stored table is the one to use, if its vectors fit)."""
+        assert self.dim is not None
+        try:
+            return self._db.create_table(GARMENTS, schema=garments_schema(self.dim), exist_ok=True)
+        except ValueError:
+            table = self._db.open_table(GARMENTS)
+            if table.schema.field("vector").type.list_size != self.dim:
+                raise StoreError(f"store at {self.path} holds other vectors than {self.dim}-d") from None
+            return table
+
     def _writable(self) -> lancedb.table.Table:
         table = self._open_garments()
         if table is None:
             if self.dim is None:
                 raise StoreError(f"store at {self.path} is empty: open it with dim=... to write vectors")
-            table = self._table = self._db.create_table(GARMENTS, schema=garments_schema(self.dim), exist_ok=True)
+            table = self._table = self._create_garments()
         return table
 
     # -- writes -------------------------------------------------------------------------------

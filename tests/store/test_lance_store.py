@@ -175,3 +175,17 @@ def test_manifests_written_at_once_by_two_writers_both_commit(tmp_path: Path) ->
 
     assert errors_of_threads(write, 3) == []
     assert store.read_manifest()["i"] == 24
+
+
+@pytest.mark.slow  # starts 24 processes
+def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+    # Two index runs (or replicas taking their first writes) may create the table together.
+    import subprocess
+    import sys
+
+    code = "import sys; from fashion_search.store import open_store; open_store(sys.argv[1], dim=16)"
+    for round_ in range(8):
+        db = str(tmp_path / f"db{round_}")
+        processes = [subprocess.Popen([sys.executable, "-c", code, db], stderr=subprocess.PIPE) for _ in range(3)]
+        for process in processes:
+            assert process.wait(timeout=120) == 0, process.stderr.read().decode()[-1000:]
